@@ -1,0 +1,52 @@
+"""micro_cnn: 9,594 parameters, three conv blocks with BatchNorm after every conv, Linear 16-10, LogSoftmax.
+
+Reference: ../shared/reference/004_*.txt (99.64% test accuracy in 10 epochs, Adagrad + OneCycleLR).
+"""
+
+import torch.nn as nn
+
+from mnist_arch.registry import register_model
+from mnist_arch.spec import Layer, Recipe, Spec
+
+
+def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class MicroCNN(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.block1 = nn.Sequential(*_conv_bn_relu(1, 8), *_conv_bn_relu(8, 16), nn.MaxPool2d(2, 2))
+        self.block2 = nn.Sequential(*_conv_bn_relu(16, 16), *_conv_bn_relu(16, 16), nn.MaxPool2d(2, 2))
+        self.block3 = nn.Sequential(*_conv_bn_relu(16, 16), *_conv_bn_relu(16, 16, kernel=2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16, num_classes), nn.LogSoftmax(dim=1))
+
+    def forward(self, x):
+        return self.head(self.block3(self.block2(self.block1(x))))
+
+
+SPEC = Spec(
+    exact_params=9_594,
+    max_params=9_999,  # the README's budget: fewer than 10,000
+    exact_mult_adds=None,
+    require=frozenset({"batchnorm", "fc"}),
+    batchnorm_after_every_conv=True,
+    final_activation="log_softmax",
+    # The README's block diagrams: each conv's output after BN-ReLU, and each block's output.
+    layers=(
+        Layer("block1.2", (8, 26, 26)),
+        Layer("block1.5", (16, 24, 24)),
+        Layer("block1", (16, 12, 12), 1_296),
+        Layer("block2.2", (16, 10, 10)),
+        Layer("block2.5", (16, 8, 8)),
+        Layer("block2", (16, 4, 4), 4_704),
+        Layer("block3.2", (16, 2, 2)),
+        Layer("block3", (16, 1, 1), 3_424),
+        Layer("head", (10,), 170),
+    ),
+)
+
+
+@register_model(SPEC)
+def micro_cnn(**kwargs) -> MicroCNN:
+    return MicroCNN(**kwargs)

@@ -1,0 +1,49 @@
+"""slim_cnn: 9,956 parameters, two Conv-BN-ReLU-MaxPool blocks and a dropout FC head ending in Softmax.
+
+Reference: ../shared/reference/001_*.txt (98.04% test accuracy after 150 epochs of SGD).
+The Softmax output is kept because the reference has it; the reference then trains it with
+CrossEntropyLoss, which applies log-softmax again. The engine's lint reports exactly that.
+"""
+
+import torch.nn as nn
+
+from mnist_arch.registry import register_model
+from mnist_arch.spec import Layer, Recipe, Spec
+
+
+class SlimCNN(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.layer1 = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2, 2))
+        self.layer2 = nn.Sequential(nn.Conv2d(3, 3, 5), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2, 2))
+        self.layer3 = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(48, 164),
+            nn.Dropout(0.5),
+            nn.ReLU(),
+            nn.Linear(164, num_classes),
+            nn.Softmax(dim=1),
+        )
+
+    def forward(self, x):
+        return self.layer3(self.layer2(self.layer1(x)))
+
+
+SPEC = Spec(
+    exact_params=9_956,
+    max_params=9_999,  # the README's budget: fewer than 10,000
+    exact_mult_adds=None,
+    require=frozenset({"batchnorm", "dropout", "fc"}),
+    final_activation="softmax",
+    layers=(
+        Layer("layer1", (3, 13, 13), 36),
+        Layer("layer2", (3, 4, 4), 234),
+        Layer("layer3.1", (164,), 8_036),
+        Layer("layer3", (10,), 9_686),
+    ),
+)
+
+
+@register_model(SPEC)
+def slim_cnn(**kwargs) -> SlimCNN:
+    return SlimCNN(**kwargs)

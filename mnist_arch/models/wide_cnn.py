@@ -1,0 +1,82 @@
+"""wide_cnn: 11,705,450 parameters, six 3x3/5x5 convs and a 4608-2048-1024-10 dropout head.
+
+Reference: ../shared/reference/003_*.txt, whose summary table fixes every layer's output shape and
+parameter count; the layer table below is that table row by row. The shapes fix two details the
+table's types leave open: the first conv (5x5, 832 parameters) keeps 26x26 only with padding 1, and
+the last pooling goes 13x13 -> 12x12, so it is a 2x2 max-pool with stride 1.
+
+Mult-adds: the reference says 59.61M from an older summary tool; torchinfo 1.8 counts the figure
+declared below for the same layers (see docs/architectures.md for the difference).
+"""
+
+import torch.nn as nn
+
+from mnist_arch.registry import register_model
+from mnist_arch.spec import Layer, Recipe, Spec
+
+
+class WideCNN(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 96, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(96, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2, 1),
+        )  # fmt: skip
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5),
+            nn.Linear(32 * 12 * 12, 2048), nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(2048, 1024), nn.ReLU(),
+            nn.Linear(1024, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+# The reference's summary table, one row per line: (module name, output shape, parameters).
+_TABLE = [
+    ("features", (32, 12, 12), None),
+    ("features.0", (32, 26, 26), 832),
+    ("features.1", (32, 26, 26), 0),
+    ("features.2", (64, 26, 26), 18_496),
+    ("features.3", (64, 26, 26), 0),
+    ("features.4", (64, 13, 13), 0),
+    ("features.5", (96, 13, 13), 55_392),
+    ("features.6", (96, 13, 13), 0),
+    ("features.7", (64, 13, 13), 55_360),
+    ("features.8", (64, 13, 13), 0),
+    ("features.9", (32, 13, 13), 18_464),
+    ("features.10", (32, 13, 13), 0),
+    ("features.11", (32, 13, 13), 9_248),
+    ("features.12", (32, 13, 13), 0),
+    ("features.13", (32, 12, 12), 0),
+    ("classifier", (10,), None),
+    ("classifier.0", (4608,), 0),
+    ("classifier.1", (2048,), 9_439_232),
+    ("classifier.2", (2048,), 0),
+    ("classifier.3", (2048,), 0),
+    ("classifier.4", (1024,), 2_098_176),
+    ("classifier.5", (1024,), 0),
+    ("classifier.6", (10,), 10_250),
+]
+
+SPEC = Spec(
+    exact_params=11_705_450,
+    max_params=11_705_450,
+    exact_mult_adds=None,
+    require=frozenset({"dropout", "fc"}),
+    final_activation="logits",
+    layers=tuple(Layer(name, shape, params) for name, shape, params in _TABLE),
+)
+
+
+@register_model(SPEC)
+def wide_cnn(**kwargs) -> WideCNN:
+    return WideCNN(**kwargs)

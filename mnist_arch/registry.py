@@ -1,0 +1,58 @@
+"""The model registry: register, create, list (timm's three verbs), plus each model's declared spec.
+
+A model file defines a builder and decorates it with `@register_model(spec)`; the builder's
+function name is the registry name. Importing `mnist_arch.models` registers the five references.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+import torch.nn as nn
+
+from mnist_arch.errors import MnistArchError
+from mnist_arch.spec import Spec
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_SPECS: dict[str, Spec] = {}
+
+
+def register_model(spec: Spec) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        if name in _BUILDERS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _BUILDERS[name] = builder
+        _SPECS[name] = spec.replace(source=spec.source or f"{builder.__module__}.{name}")
+        return builder
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    import mnist_arch.models  # noqa: F401  (registers the reference architectures)
+
+
+def _known(name: str) -> None:
+    _ensure_loaded()
+    if name not in _BUILDERS:
+        raise MnistArchError(
+            f"No registered model is named {name!r}; known models: {', '.join(sorted(_BUILDERS))}."
+        )
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style pattern, sorted."""
+    _ensure_loaded()
+    return sorted(n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern))
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    _known(name)
+    return _BUILDERS[name](**kwargs)
+
+
+def get_spec(name: str) -> Spec:
+    _known(name)
+    return _SPECS[name]

@@ -1,0 +1,186 @@
+"""Declared facts about a model and how it is trained: plain dataclasses, no torch.
+
+A `Spec` is what the compliance engine (`mnist_arch.checks`) proves against a built model.
+A `Recipe` is what the trainer runs. Both are declared next to each model in `mnist_arch/models/`,
+and a user's project can write the same fields in a TOML file (`load_spec_file`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from mnist_arch.errors import MnistArchError
+
+#: Features `require` may name; each is judged by what runs in a forward pass (see checks.py).
+FEATURES = ("batchnorm", "dropout", "gap", "fc")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One row of a layer table: a module's name (as in `named_modules`), its output shape
+    without the batch dimension, and optionally the number of parameters it owns directly or
+    through its children."""
+
+    name: str
+    output_shape: tuple[int, ...]
+    params: int | None = None
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Per-sample random affine transform, in torchvision's RandomAffine terms."""
+
+    degrees: float = 0.0  # rotation drawn from [-degrees, degrees]
+    translate: float = 0.0  # shift drawn from [-t, t] x image size, per axis
+    scale: tuple[float, float] = (1.0, 1.0)
+    shear: float = 0.0  # x-shear drawn from [-shear, shear] degrees
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained, and the test accuracy the run must reach."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str  # "sgd" | "adam" | "adamw" | "adagrad"
+    lr: float
+    min_accuracy: float  # fraction of the MNIST test set, e.g. 0.99
+    optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    schedule: str | None = None  # None | "onecycle" | "plateau"
+    schedule_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    loss: str = "cross_entropy"  # "cross_entropy" (takes logits) | "nll" (takes log-probabilities)
+    label_smoothing: float = 0.0
+    augment: Augment | None = None
+    normalize: tuple[float, float] | None = (0.1307, 0.3081)
+    train_subset: int | None = None  # the first N training images, for heavy models in the quick tier
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    threshold_note: str = ""  # where min_accuracy comes from
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a model must be. Every field left at None (or empty) is not checked."""
+
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int = 10
+    exact_params: int | None = None
+    max_params: int | None = None  # inclusive: params <= max_params
+    exact_mult_adds: int | None = None  # torchinfo's convention, batch size 1
+    max_mult_adds: int | None = None  # inclusive
+    require: frozenset[str] = frozenset()  # subset of FEATURES
+    layers: tuple[Layer, ...] = ()
+    final_activation: str | None = None  # "softmax" | "log_softmax" | "logits"
+    batchnorm_after_every_conv: bool = False
+    lint_errors: frozenset[str] = frozenset()  # lint ids that fail the model instead of warning
+    recipes: Mapping[str, Recipe] = field(default_factory=dict)  # "quick", "full"
+    source: str = ""  # where the spec was declared, for messages
+
+    def replace(self, **changes: Any) -> Spec:
+        return dataclasses.replace(self, **changes)
+
+
+# Fields a TOML spec file may set, with the converter for each.
+_FILE_FIELDS = {
+    "input_shape": "shape",
+    "num_classes": "count",
+    "exact_params": "count",
+    "max_params": "count",
+    "exact_mult_adds": "count",
+    "max_mult_adds": "count",
+    "require": "features",
+    "layers": "layers",
+    "final_activation": "str",
+    "batchnorm_after_every_conv": "bool",
+    "lint_errors": "strset",
+}
+
+
+def _convert(kind: str, key: str, value: Any, where: str) -> Any:
+    def bad(expected: str) -> MnistArchError:
+        return MnistArchError(f"{where}: '{key}' must be {expected}, found {value!r}.")
+
+    if kind in ("count", "count0"):
+        least = 1 if kind == "count" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise bad(f"a whole number of at least {least}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if kind == "shape":
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
+        ):
+            raise bad("a list of positive whole numbers such as [1, 28, 28]")
+        return tuple(value)
+    if kind in ("features", "strset"):
+        if not isinstance(value, (list, tuple)) or any(not isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        if kind == "features":
+            unknown = sorted(set(value) - set(FEATURES))
+            if unknown:
+                raise bad(f"a list drawn from {', '.join(FEATURES)} (unknown: {', '.join(unknown)})")
+        return frozenset(value)
+    if kind == "layers":
+        # [layers] table: module name = [C, H, W]  or  { shape = [...], params = N }
+        if not isinstance(value, Mapping):
+            raise bad('a table of module name = [shape] or { shape = [...], params = N }')
+        rows = []
+        for name, row in value.items():
+            if isinstance(row, Mapping):
+                extra = sorted(set(row) - {"shape", "params"})
+                if extra or "shape" not in row:
+                    raise bad(f"rows with 'shape' and optional 'params' (layer {name!r})")
+                params = row.get("params")
+                if params is not None:
+                    params = _convert("count0", f"layers.{name}.params", params, where)
+                rows.append(Layer(name, _convert("shape", f"layers.{name}", row["shape"], where), params))
+            else:
+                rows.append(Layer(name, _convert("shape", f"layers.{name}", row, where)))
+        return tuple(rows)
+    raise AssertionError(kind)
+
+
+def spec_from_dict(data: Mapping[str, Any], where: str, base: Spec | None = None) -> Spec:
+    """Build a Spec from a TOML-like mapping, naming `where` (a file) in every error."""
+    unknown = sorted(set(data) - set(_FILE_FIELDS))
+    if unknown:
+        raise MnistArchError(
+            f"{where}: unknown field(s) {', '.join(repr(k) for k in unknown)}; "
+            f"a spec may set {', '.join(_FILE_FIELDS)}."
+        )
+    changes = {key: _convert(_FILE_FIELDS[key], key, value, where) for key, value in data.items()}
+    return (base or Spec()).replace(source=where, **changes)
+
+
+def load_spec_file(path: str | Path, table: str | None = None) -> Spec:
+    """Read a spec from a TOML file; `table` picks a sub-table such as 'tool.mnist-arch'."""
+    path = Path(path)
+    try:
+        data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MnistArchError(f"Spec file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MnistArchError(f"Spec file {path} cannot be read: {exc}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MnistArchError(f"Spec file {path} is not valid TOML: {exc}.") from None
+    for part in (table.split(".") if table else []):
+        data = data.get(part, {}) if isinstance(data, Mapping) else {}
+    return spec_from_dict(data, str(path))
