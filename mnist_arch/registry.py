@@ -56,3 +56,12 @@ def create_model(name: str, **kwargs) -> nn.Module:
 def get_spec(name: str) -> Spec:
     _known(name)
     return _SPECS[name]
+
+
+def check_registered(name: str, changes=None):
+    """Judge a registered model against its declared spec (with optional overrides)."""
+    from mnist_arch.checks import check_model
+
+    spec = get_spec(name).with_changes(changes or {})
+    recipe = spec.recipes.get("full")
+    return check_model(create_model(name), spec, name=name, loss=recipe.loss if recipe else None)

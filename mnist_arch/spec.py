@@ -88,6 +88,13 @@ class Spec:
     def replace(self, **changes: Any) -> Spec:
         return dataclasses.replace(self, **changes)
 
+    def with_changes(self, changes: Mapping[str, Any]) -> Spec:
+        """Apply overrides from a spec file or the command line; requirements add up."""
+        changes = dict(changes)
+        if "require" in changes:
+            changes["require"] = self.require | changes["require"]
+        return self.replace(**changes)
+
 
 # Fields a TOML spec file may set, with the converter for each.
 _FILE_FIELDS = {
@@ -158,20 +165,19 @@ def _convert(kind: str, key: str, value: Any, where: str) -> Any:
     raise AssertionError(kind)
 
 
-def spec_from_dict(data: Mapping[str, Any], where: str, base: Spec | None = None) -> Spec:
-    """Build a Spec from a TOML-like mapping, naming `where` (a file) in every error."""
+def parse_spec_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Validate a TOML-like mapping of spec fields, naming `where` (a file) in every error."""
     unknown = sorted(set(data) - set(_FILE_FIELDS))
     if unknown:
         raise MnistArchError(
             f"{where}: unknown field(s) {', '.join(repr(k) for k in unknown)}; "
             f"a spec may set {', '.join(_FILE_FIELDS)}."
         )
-    changes = {key: _convert(_FILE_FIELDS[key], key, value, where) for key, value in data.items()}
-    return (base or Spec()).replace(source=where, **changes)
+    return {key: _convert(_FILE_FIELDS[key], key, value, where) for key, value in data.items()}
 
 
-def load_spec_file(path: str | Path, table: str | None = None) -> Spec:
-    """Read a spec from a TOML file; `table` picks a sub-table such as 'tool.mnist-arch'."""
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """The validated spec fields of a TOML file, to apply with `Spec.with_changes`."""
     path = Path(path)
     try:
         data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -181,6 +187,4 @@ def load_spec_file(path: str | Path, table: str | None = None) -> Spec:
         raise MnistArchError(f"Spec file {path} cannot be read: {exc}.") from None
     except tomllib.TOMLDecodeError as exc:
         raise MnistArchError(f"Spec file {path} is not valid TOML: {exc}.") from None
-    for part in (table.split(".") if table else []):
-        data = data.get(part, {}) if isinstance(data, Mapping) else {}
-    return spec_from_dict(data, str(path))
+    return parse_spec_fields(data, str(path))

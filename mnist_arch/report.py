@@ -1,0 +1,62 @@
+"""Render compliance reports as a terminal table, JSON, or Markdown (for a pull-request comment or a
+GitHub job summary)."""
+
+from __future__ import annotations
+
+import json
+
+from mnist_arch.checks import Check, Report
+
+
+def _verdict(check: Check) -> str:
+    if check.warning:
+        return "WARN"
+    return "PASS" if check.passed else "FAIL"
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def to_json(reports: list[Report]) -> str:
+    return json.dumps({"models": [r.to_dict() for r in reports]}, indent=2)
+
+
+def to_table(reports: list[Report]) -> str:
+    lines = []
+    for r in reports:
+        lines.append(f"{r.name}: {'PASS' if r.passed else 'FAIL'}  params {_count(r.params)} "
+                     f"(trainable {_count(r.trainable_params)})  mult-adds {_count(r.mult_adds)}")
+        for c in r.checks:
+            lines.append(f"  {_verdict(c):4}  {c.id:32} {c.message}")
+    failed = [r.name for r in reports if not r.passed]
+    lines.append(f"{len(reports) - len(failed)} of {len(reports)} models pass"
+                 + (f"; failing: {', '.join(failed)}" if failed else ""))
+    return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(reports: list[Report]) -> str:
+    lines = [
+        "## mnist-arch check",
+        "",
+        "| model | verdict | parameters | trainable | mult-adds | failed checks |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in reports:
+        failed = [c.id for c in r.checks if not c.passed]
+        lines.append(f"| `{r.name}` | {'✅ pass' if r.passed else '❌ fail'} | {_count(r.params)} | "
+                     f"{_count(r.trainable_params)} | {_count(r.mult_adds)} | "
+                     f"{', '.join(failed) or '-'} |")
+    for r in reports:
+        lines += ["", f"<details><summary><code>{r.name}</code>: {len(r.checks)} checks</summary>", "",
+                  "| check | verdict | message |", "| --- | --- | --- |"]
+        lines += [f"| `{c.id}` | {_verdict(c)} | {_md(c.message)} |" for c in r.checks]
+        lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+FORMATS = {"table": to_table, "json": to_json, "markdown": to_markdown}

@@ -1,0 +1,3 @@
+import torch  # noqa: F401  (a real model file imports torch first)
+
+raise RuntimeError("cannot find weights.pt")

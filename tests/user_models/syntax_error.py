@@ -1,0 +1,4 @@
+import torch.nn as nn
+
+class Net(nn.Module)
+    pass
