@@ -62,7 +62,7 @@ def resolve_data_root(data_dir: str | Path | None = None) -> Path:
 
 
 def _find(folder: Path, name: str) -> Path | None:
-    """The file `name` in `folder`, uncompressed or as .gz (uncompressed wins, as in torchvision)."""
+    """The file `name` in `folder`, uncompressed or else as .gz (torchvision itself reads only the former)."""
     for path in (folder / name, folder / f"{name}.gz"):
         if path.is_file():
             return path
@@ -153,7 +153,9 @@ def _download(url: str, dest: Path, md5: str) -> None:
     found = hashlib.md5(data, usedforsecurity=False).hexdigest()
     if found != md5:
         raise ValueError(f"MD5 {found}, expected {md5} (a damaged or altered download)")
-    # Write to a temporary name and rename, so an interrupted run never leaves a half file behind.
+    # Create the folder only now (a mistyped path stays uncreated offline), and write to a temporary name
+    # then rename, so that an interrupted run never leaves a half file behind.
+    dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", delete=False) as tmp:
         tmp.write(gzip.decompress(data))
     os.replace(tmp.name, dest)
@@ -174,18 +176,12 @@ def ensure_mnist(data_dir: str | Path | None = None, mirrors: list[str] | None =
     hint = _misplaced(root)
     failures: list[str] = []
     live = [] if hint else list(MIRRORS if mirrors is None else mirrors)
-    if live:
-        try:
-            raw.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            failures.append(f"cannot create {raw}: {exc}")
-            live = []
     for name in missing:
         for mirror in list(live):
             try:
                 _download(f"{mirror}{name}.gz", raw / name, FILES[name][1])
                 break
-            except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, timeout, bad MD5
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, timeout, MD5, disk
                 failures.append(f"{mirror}{name}.gz: {exc}")
                 live.remove(mirror)
         if _find(raw, name) is None:
@@ -299,7 +295,8 @@ def warp_affine(images: Tensor, matrices: Tensor, fill: float = 0.0) -> Tensor:
     theta = torch.cat([linear, m[:, :, 2:] / half[None, :, None]], dim=2)
     grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
     # Sample in float32 even for half-precision images: a bf16 grid would be off by up to ~0.05 pixel.
-    # grid_sample pads with zeros; shifting by `fill` first blends edges into `fill`, as torchvision does.
+    # grid_sample pads with zeros; shifting by `fill` first blends edges into `fill` (torchvision, given a
+    # fill, also multiplies the edge pixels by its mask: the same away from the border and with fill=None).
     shifted = images.float() - fill
     out = F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return (out + fill).to(images.dtype)
