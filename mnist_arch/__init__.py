@@ -1,7 +1,6 @@
 """mnist-arch: declared facts about MNIST CNNs, proven fast."""
 
 from mnist_arch.errors import MnistArchError
-from mnist_arch.registry import create_model, get_spec, list_models, register_model
 from mnist_arch.spec import Augment, Layer, Recipe, Spec
 
 __all__ = [
@@ -9,3 +8,13 @@ __all__ = [
     "create_model", "get_spec", "list_models", "register_model",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The registry imports torch; the pytest plugin (loaded by every pytest run of anyone who installs
+    # us) imports this package and must not pay for torch.
+    if name in ("create_model", "get_spec", "list_models", "register_model"):
+        from mnist_arch import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'mnist_arch' has no attribute {name!r}")

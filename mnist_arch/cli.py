@@ -22,6 +22,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        if "-" in text:
+            low, high = (int(v) for v in text.split("-"))
+            return list(range(low, high + 1))
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed, 0,1,2 or 0-4, got {text!r}") from None
+
+
 def _input_shape(text: str) -> tuple[int, ...]:
     shape = _int_list(text)
     if len(shape) != 3:
@@ -93,6 +103,87 @@ def _cmd_check(args) -> int:
     return 0 if all(r.passed for r in reports) else 1
 
 
+def _cmd_diff(args) -> int:
+    from mnist_arch.diff import FORMATS, diff_against
+
+    diff = diff_against(args.base)
+    print(FORMATS[args.format](diff), end="" if args.format == "markdown" else "\n")
+    return 0 if diff.passed else 1
+
+
+def _cmd_badge(args) -> int:
+    from mnist_arch.diff import remote_badge
+
+    print(remote_badge(remote=args.remote))
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import json
+
+    import torch
+
+    from mnist_arch.data import load_mnist
+    from mnist_arch.registry import create_model, get_spec
+    from mnist_arch.train import resolve_device, runs_table, save_checkpoint, train_model
+
+    spec = get_spec(args.name)
+    if args.recipe not in spec.recipes:
+        raise MnistArchError(f"{args.name} declares no {args.recipe!r} recipe; it has "
+                             f"{', '.join(spec.recipes) or 'none'}.")
+    recipe = spec.recipes[args.recipe]
+    device = resolve_device(args.device)
+    data = load_mnist(args.data_dir, device=device)
+    results = []
+    for seed in args.seed:
+        torch.manual_seed(seed)  # the initial weights too: a seed repeats the whole run
+        model = create_model(args.name)
+        result = train_model(model, recipe, data, name=args.name, recipe_name=args.recipe, epochs=args.epochs,
+                             seed=seed, device=device, time_budget=args.time_budget,
+                             progress=args.format == "text" and sys.stderr.isatty())
+        results.append(result)
+        if args.plots:
+            from mnist_arch.plots import save_plots
+
+            save_plots(result, data.test_images, data.test_labels, args.plots)
+        if args.save:
+            save_checkpoint(args.save, model, spec, result)
+        if args.format == "text":
+            for e in result.history:
+                print(f"epoch {e.epoch:3}  train loss {e.train_loss:.4f}  acc {e.train_accuracy:.2%}  test loss "
+                      f"{e.test_loss:.4f}  acc {e.test_accuracy:.2%}  lr {e.lr:.5f}  {e.seconds:.1f}s")
+            print(f"{args.name} ({args.recipe}, seed {seed}): test accuracy {result.test_accuracy:.2%} after "
+                  f"{result.epochs} epoch(s) in {result.seconds:.1f}s on {device.type}; threshold "
+                  f"{recipe.min_accuracy:.2%}")
+            if result.collapsed:
+                print(f"collapsed: {result.collapsed['share']:.1%} of the test predictions are class "
+                      f"{result.collapsed['class']} (an MNIST class is about 10%)")
+    if args.format == "json":
+        dicts = [r.to_dict() for r in results]
+        print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
+    elif args.format == "markdown":
+        print(runs_table(results, args.seed, recipe))
+    passed = all(r.test_accuracy >= recipe.min_accuracy and r.collapsed is None for r in results)
+    return 0 if passed else 1
+
+
+def _cmd_bench(args) -> int:
+    from mnist_arch.bench import FORMATS, parse_path, run_benchmarks
+    from mnist_arch.registry import list_models
+
+    paths = [parse_path(p) for p in args.paths.split(",")] if args.paths else None  # bad path: exit 2 now
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    names = args.names or list_models()
+    result = run_benchmarks(names, args.batch_sizes, paths, args.device, min_time=args.min_time,
+                            train=args.train, data_dir=args.data_dir,
+                            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+    print(FORMATS[args.format](result), end="" if args.format == "markdown" else "\n")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -123,6 +214,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=_count, metavar="K")
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("train", help="train a registered model with its declared recipe on real MNIST")
+    p.add_argument("name")
+    p.add_argument("--recipe", choices=("quick", "full"), default="quick")
+    p.add_argument("--epochs", type=_count, help="override the recipe's epochs")
+    p.add_argument("--seed", type=_seeds, default=[0], help="a seed, or several: 0,1,2 or 0-4")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--data-dir", help="folder containing MNIST/raw (default: $MNIST_ARCH_DATA)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop training after this long")
+    p.add_argument("--plots", metavar="DIR", help="write curves, confusion matrix and predictions as PNG")
+    p.add_argument("--save", metavar="PATH", help="write weights, spec and metrics (torch.save)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="markdown: a table of the seeds' runs against the threshold")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("diff", help="parameters and mult-adds of every registered model: a git revision vs the "
+                                    "working tree, with budget verdicts")
+    p.add_argument("--base", required=True, metavar="REF", help="branch, tag or commit to compare against")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser("badge", help="the README's workflow badge, derived from the git remote")
+    p.add_argument("--remote", default="origin")
+    p.set_defaults(func=_cmd_badge)
+
+    p = sub.add_parser("bench", help="forward (and training) throughput per path, against the machine's peak")
+    p.add_argument("names", nargs="*", metavar="NAME", help="registered models (default: all)")
+    p.add_argument("--batch-sizes", type=_int_list, default=(1, 64, 1024), metavar="B,B,...")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--paths", metavar="P,P,...",
+                   help="eager, channels_last, bf16, compile, cuda_graphs, or '+'-joined combinations "
+                        "(default: eager,channels_last,bf16,compile, plus cuda_graphs on CUDA)")
+    p.add_argument("--min-time", type=float, default=0.5, metavar="S",
+                   help="time each row for at least S seconds (and at least 3 calls)")
+    p.add_argument("--train", action="store_true", help="also time one training step per model")
+    p.add_argument("--threads", type=_count, metavar="N", help="torch CPU threads (default: torch's)")
+    p.add_argument("--data-dir", metavar="ROOT",
+                   help="MNIST root for the accuracy batch (test images; random input without them)")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

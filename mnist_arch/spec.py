@@ -188,3 +188,42 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise MnistArchError(f"Spec file {path} is not valid TOML: {exc}.") from None
     return parse_spec_fields(data, str(path))
+
+
+# Recipe fields a TOML table may set (the pytest plugin's [tool.mnist-arch.models.NAME.train]).
+_RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw", "adagrad"), "loss": ("cross_entropy", "nll"),
+                   "schedule": ("onecycle", "plateau"), "precision": ("fp32", "bf16")}
+_RECIPE_COUNTS = ("epochs", "batch_size", "train_subset")
+_RECIPE_TABLES = ("optimizer_kwargs", "schedule_kwargs")
+_RECIPE_FIELDS = ("min_accuracy", "lr", "label_smoothing", *_RECIPE_COUNTS, *_RECIPE_CHOICES, *_RECIPE_TABLES)
+
+
+def parse_recipe_fields(data: Any, where: str, defaults: Mapping[str, Any]) -> Recipe:
+    """A Recipe from a TOML-like table over `defaults`, naming `where` in every error.
+    min_accuracy has no default: a threshold is the point of declaring a recipe."""
+    if not isinstance(data, Mapping):
+        raise MnistArchError(f"{where} must be a table, found {data!r}.")
+    unknown = sorted(set(data) - set(_RECIPE_FIELDS))
+    if unknown:
+        raise MnistArchError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; the table may set "
+                             f"{', '.join(_RECIPE_FIELDS)}.")
+    if "min_accuracy" not in data:
+        raise MnistArchError(f"{where} needs min_accuracy, the test accuracy to reach (a fraction, e.g. 0.95).")
+    for key, value in data.items():
+        def bad(expected: str, key=key, value=value) -> MnistArchError:
+            return MnistArchError(f"{where}: '{key}' must be {expected}, found {value!r}.")
+
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key == "min_accuracy" and not (number and 0 < value <= 1):
+            raise bad("a fraction in (0, 1], e.g. 0.95")
+        if key == "lr" and not (number and value > 0):
+            raise bad("a positive number")
+        if key == "label_smoothing" and not (number and 0 <= value < 1):
+            raise bad("a number in [0, 1)")
+        if key in _RECIPE_COUNTS and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise bad("a whole number of at least 1")
+        if key in _RECIPE_CHOICES and value not in _RECIPE_CHOICES[key]:
+            raise bad(f"one of {', '.join(_RECIPE_CHOICES[key])}")
+        if key in _RECIPE_TABLES and not isinstance(value, Mapping):
+            raise bad("a table")
+    return Recipe(**{**defaults, **data})

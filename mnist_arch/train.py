@@ -53,15 +53,22 @@ class TrainResult:
                 "history": [asdict(e) for e in self.history], "collapsed": self.collapsed}
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU. Asking for CUDA without it is an error."""
+    if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MnistArchError("--device cuda was asked for, but torch sees no CUDA device on this machine; "
-                             "use --device cpu or auto.")
-    if device not in ("cpu", "cuda"):
-        raise MnistArchError(f"--device must be auto, cpu or cuda, not {device!r}.")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise MnistArchError(f"Unknown device {device!r}; use auto, cpu or cuda.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MnistArchError(
+            f"Device {device!r} was asked for, but this PyTorch ({torch.__version__}) sees no CUDA device; "
+            "use --device cpu, or --device auto to take CUDA only where it exists."
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise MnistArchError(f"Device {device!r} is not supported; use auto, cpu or cuda.")
+    return dev
 
 
 def detect_collapse(predictions: torch.Tensor, num_classes: int = 10) -> dict | None:
@@ -71,12 +78,14 @@ def detect_collapse(predictions: torch.Tensor, num_classes: int = 10) -> dict | 
     return {"class": cls, "share": round(share, 4)} if share > COLLAPSE_SHARE else None
 
 
-def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    kinds = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-             "adagrad": torch.optim.Adagrad}
-    if recipe.optimizer not in kinds:
-        raise MnistArchError(f"Recipe optimizer {recipe.optimizer!r} is not one of {', '.join(kinds)}.")
-    return kinds[recipe.optimizer](model.parameters(), lr=recipe.lr, **recipe.optimizer_kwargs)
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+              "adagrad": torch.optim.Adagrad}
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer not in OPTIMIZERS:
+        raise MnistArchError(f"Recipe optimizer {recipe.optimizer!r} is not one of {', '.join(OPTIMIZERS)}.")
+    return OPTIMIZERS[recipe.optimizer](model.parameters(), lr=recipe.lr, **recipe.optimizer_kwargs)
 
 
 def _scheduler(optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int):
@@ -90,7 +99,7 @@ def _scheduler(optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int):
     raise MnistArchError(f"Recipe schedule {recipe.schedule!r} is not onecycle, plateau or none.")
 
 
-def _loss(recipe: Recipe, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def compute_loss(recipe: Recipe, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     output = output.float()
     if recipe.loss == "cross_entropy":
         return F.cross_entropy(output, target, label_smoothing=recipe.label_smoothing)
@@ -120,7 +129,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recip
     for i in range(0, len(images), batch_size):
         with _autocast(recipe, device):
             out = model(_inputs(images[i : i + batch_size], recipe))
-        total_loss += _loss(recipe, out, labels[i : i + batch_size]).item() * len(out)
+        total_loss += compute_loss(recipe, out, labels[i : i + batch_size]).item() * len(out)
         predictions.append(out.argmax(1))
     predictions = torch.cat(predictions)
     return total_loss / len(images), (predictions == labels).float().mean().item(), predictions
@@ -129,7 +138,11 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recip
 def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "model", recipe_name: str = "",
                 epochs: int | None = None, seed: int = 0, device: str | torch.device = "cpu",
                 time_budget: float | None = None, progress: bool = True) -> TrainResult:
-    """Train `model` with `recipe` on `data` (already on `device`) and evaluate on the test set."""
+    """Train `model` with `recipe` on `data` (already on `device`) and evaluate on the test set.
+
+    `seed` fixes shuffling, augmentation and dropout. For a repeatable run, also seed before building
+    the model (`torch.manual_seed(seed)`), as `mnist-arch train` does, so the initial weights repeat.
+    """
     device = torch.device(device)
     epochs = epochs or recipe.epochs
     torch.manual_seed(seed)  # the model's own randomness (dropout masks)
@@ -140,7 +153,7 @@ def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "m
     if recipe.train_subset:
         train_x, train_y = train_x[: recipe.train_subset], train_y[: recipe.train_subset]
     steps_per_epoch = math.ceil(len(train_x) / recipe.batch_size)
-    optimizer = _optimizer(model, recipe)
+    optimizer = make_optimizer(model, recipe)
     scheduler = _scheduler(optimizer, recipe, epochs, steps_per_epoch)
     fill = -recipe.normalize[0] / recipe.normalize[1] if recipe.normalize else 0.0
 
@@ -160,7 +173,7 @@ def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "m
                 x = random_affine(x, recipe.augment, generator, fill=fill)
             with _autocast(recipe, device):
                 out = model(x)
-            loss = _loss(recipe, out, y)
+            loss = compute_loss(recipe, out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -211,3 +224,18 @@ def save_checkpoint(path, model: nn.Module, spec, result: TrainResult) -> None:
 def load_checkpoint(path) -> dict:
     """The dict `save_checkpoint` wrote, read with weights_only=True (no code runs while loading)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def runs_table(results: list[TrainResult], seeds: list[int], recipe: Recipe) -> str:
+    """Markdown table of several seeds' runs against the recipe's threshold: the docs' tables of runs."""
+    lines = ["| seed | test accuracy | epochs | seconds | collapsed |", "| ---: | ---: | ---: | ---: | --- |"]
+    for seed, r in zip(seeds, results, strict=True):
+        collapsed = f"class {r.collapsed['class']} ({r.collapsed['share']:.0%})" if r.collapsed else "-"
+        lines.append(f"| {seed} | {r.test_accuracy:.2%} | {r.epochs} | {r.seconds:.1f} | {collapsed} |")
+    accuracies = [r.test_accuracy for r in results]
+    worst = min(accuracies)
+    lines += ["", f"{results[0].model} `{results[0].recipe}`: worst {worst:.2%}, mean "
+              f"{sum(accuracies) / len(accuracies):.2%}, best {max(accuracies):.2%} over {len(results)} seeds; "
+              f"threshold {recipe.min_accuracy:.2%} ({(worst - recipe.min_accuracy) * 100:+.2f} points from the "
+              f"worst seed)."]
+    return "\n".join(lines)

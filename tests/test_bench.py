@@ -1,0 +1,269 @@
+"""mnist_arch.bench: paths agree with eager, the work and peak arithmetic, the bound rule, renderers, CLI.
+
+No wall-clock assertions: timings only have to be positive numbers. The peak measurement is replaced
+by a tiny one (64x64 matmul, 1 MB copy) wherever a test runs the whole pipeline.
+"""
+
+import copy
+import functools
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mnist_arch import bench
+from mnist_arch.cli import main
+from mnist_arch.errors import MnistArchError
+from mnist_arch.registry import create_model, get_spec
+from mnist_arch.train import resolve_device
+
+#: Tolerances on the largest absolute output difference against eager fp32 (micro_cnn ends in
+#: LogSoftmax, so these are log-probabilities of about -2.3). channels_last only reorders the
+#: accumulation; bf16 keeps 8 mantissa bits (relative error ~ 2^-8 per op, compounded over 7 layers).
+FP32_TOL = 1e-4
+BF16_TOL = 0.25
+
+ROW_KEYS = ["model", "kind", "path", "device", "dtype", "batch_size", "images_per_s", "median_s", "rounds",
+            "setup_s", "mult_adds", "params", "flops_per_s", "peak_fraction", "arithmetic_intensity", "bound",
+            "max_abs_diff", "top1_agreement", "input", "note", "skipped"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests check values, not speed. On a loaded 2-core machine two OpenMP threads spin at every
+    barrier (a micro_cnn forward of 8 images took 250 ms with two threads, 4 ms with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_peaks(monkeypatch):
+    monkeypatch.setattr(bench, "measure_peaks",
+                        functools.partial(bench.measure_peaks, matmul_size=64, copy_bytes=1 << 20))
+
+
+def _eager_logits(name: str, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Independent of bench: the registered model built with the same seed, run plainly."""
+    torch.manual_seed(seed)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        return model(x)
+
+
+def test_parse_path_canonical_and_unknown():
+    assert bench.parse_path("eager") == "eager"
+    assert bench.parse_path("bf16+channels_last") == "channels_last+bf16"
+    assert bench.parse_path("eager+compile") == "compile"
+    for bad in ("fast", "bf16+fp8", ""):
+        with pytest.raises(MnistArchError, match="Unknown benchmark path"):
+            bench.parse_path(bad)
+
+
+@pytest.mark.parametrize("path, tol", [("eager", 0.0), ("channels_last", FP32_TOL), ("bf16", BF16_TOL),
+                                       ("channels_last+bf16", BF16_TOL)])
+def test_paths_match_eager(path, tol):
+    prepared = bench.prepare("micro_cnn", path, 8, "cpu", data_dir="/nonexistent")
+    assert prepared.input_source == "random" and prepared.input.shape == (8, 1, 28, 28)
+    out = prepared().float()
+    expected = _eager_logits("micro_cnn", prepared.input.contiguous())
+    assert (out - expected).abs().max().item() <= tol
+    diff, agreement = bench.compare_to_eager(prepared)
+    assert diff <= tol
+    assert prepared.dtype == ("bf16" if "bf16" in path else "fp32")
+    if "bf16" not in path:
+        assert agreement == 1.0
+    if "channels_last" in path:
+        assert prepared.input.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_prepare_leaves_the_callers_module_alone():
+    model = create_model("micro_cnn").train()
+    before = copy.deepcopy(model.state_dict())
+    prepared = bench.prepare(model, "channels_last", 2, "cpu")
+    prepared()
+    assert model.training and prepared.name == "MicroCNN"
+    weight = model.block1[3].weight  # 16x8x3x3: the two memory formats differ (block1[0] has C=1)
+    assert weight.is_contiguous() and not weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_compile_failure_is_a_skip_with_reason(monkeypatch):
+    def broken_compile(model, **kwargs):
+        def run(x):
+            raise RuntimeError("no working C compiler\nlong traceback")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.raises(bench.PathUnavailable, match="torch.compile failed: RuntimeError: no working C compiler$"):
+        bench.prepare("micro_cnn", "compile", 2, "cpu")
+
+
+def test_cuda_only_paths_and_devices():
+    with pytest.raises(bench.PathUnavailable, match="needs a CUDA device"):
+        bench.prepare("micro_cnn", "cuda_graphs", 2, "cpu")
+    assert bench.default_paths("cpu") == ("eager", "channels_last", "bf16", "compile")
+    assert "cuda_graphs" in bench.default_paths("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(MnistArchError, match="not supported"):
+        resolve_device("meta")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_an_error():
+    with pytest.raises(MnistArchError, match="sees no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_work_per_image_matches_the_declared_spec():
+    spec = get_spec("micro_cnn")
+    mult_adds, params, input_elems, acts = bench.work_per_image(create_model("micro_cnn"))
+    assert (mult_adds, params, input_elems) == (spec.exact_mult_adds, spec.exact_params, 28 * 28)
+    # Leaf outputs: six conv, six BN, six ReLU, two pools, flatten, linear, log-softmax (by hand).
+    convs = 8 * 26 * 26 + 16 * 24 * 24 + 16 * 10 * 10 + 16 * 8 * 8 + 16 * 2 * 2 + 16 * 1 * 1
+    assert acts == 3 * convs + 16 * 12 * 12 + 16 * 4 * 4 + 16 + 10 + 10
+
+
+def test_flops_and_traffic_arithmetic():
+    assert bench.achieved_flops(1_117_994, 1000.0) == 2 * 1_117_994 * 1000
+    assert bench.achieved_flops(100, 10.0, factor=3) == 6000
+    assert bench.achieved_flops(None, 10.0) is None
+    assert bench.traffic_bytes(params=10, input_elems=4, act_elems=3, batch_size=2, dtype="fp32") == 4 * (10 + 2 * 10)
+    assert bench.traffic_bytes(params=10, input_elems=4, act_elems=3, batch_size=2, dtype="bf16") == 2 * (10 + 2 * 10)
+
+
+def test_measure_fills_work_and_peak_fraction():
+    peaks = bench.Peaks("cpu", {"fp32": 1e9, "bf16": 4e9}, bytes_per_s=1e8, matmul_size=64, copy_bytes=1)
+    prepared = bench.prepare("micro_cnn", "eager", 4, "cpu")
+    row = bench.measure(prepared, min_time=0.0, peaks=peaks)
+    assert row.rounds >= 3 and row.images_per_s > 0
+    assert row.images_per_s == pytest.approx(4 / row.median_s)
+    assert row.mult_adds == get_spec("micro_cnn").exact_mult_adds
+    assert row.flops_per_s == pytest.approx(2 * row.mult_adds * row.images_per_s)
+    assert row.peak_fraction == pytest.approx(row.flops_per_s / 1e9)
+    assert (row.max_abs_diff, row.top1_agreement) == (0.0, 1.0)
+
+
+def test_time_callable_counts_warmup_and_rounds():
+    calls = []
+    timing = bench.time_callable(lambda: calls.append(1), min_time=0.0, min_rounds=5, warmup=0.0)
+    assert timing.rounds == 5 and len(calls) == 6  # one warm-up call, then the timed ones
+    assert 0 <= timing.min_s <= timing.median_s
+
+
+def _row(model="m", path="eager", b=1, ips=100.0, ai=10.0, dtype="fp32", **kw):
+    return bench.Row(model=model, kind="forward", path=path, device="cpu", dtype=dtype, batch_size=b,
+                     images_per_s=ips, arithmetic_intensity=ai, **kw)
+
+
+def test_classify_rule():
+    peaks = bench.Peaks("cpu", {"fp32": 100e9, "bf16": 400e9}, bytes_per_s=10e9, matmul_size=64, copy_bytes=1)
+    # ridge: fp32 10 FLOP/byte, bf16 40 FLOP/byte
+    small = _row(b=1, ips=100.0, ai=50.0)  # the big batch runs 10x the images/s -> overhead
+    big = _row(b=1024, ips=1000.0, ai=50.0)  # largest batch: roofline, above the fp32 ridge
+    mem = _row(model="n", b=1, ips=100.0, ai=5.0)
+    mem_big = _row(model="n", b=64, ips=150.0, ai=5.0)  # only 1.5x: not overhead; below the ridge
+    bf16 = _row(model="n", path="bf16", b=64, ai=20.0, dtype="bf16")  # above fp32's ridge, below bf16's
+    skipped = _row(model="n", path="compile", ips=None, skipped="why")
+    bench.classify([small, big, mem, mem_big, bf16, skipped], peaks)
+    assert [r.bound for r in (small, big, mem, mem_big, bf16, skipped)] == [
+        "launch overhead", "compute", "memory", "memory", "memory", None]
+
+
+def _result():
+    rows = [_row(model="micro_cnn", path="eager", b=64, ips=1000.0, mult_adds=10, flops_per_s=2e4,
+                 peak_fraction=0.01, bound="compute", max_abs_diff=0.0, top1_agreement=1.0),
+            _row(model="micro_cnn", path="bf16", b=64, ips=2500.0, dtype="bf16", peak_fraction=0.02,
+                 bound="memory", max_abs_diff=0.0123, top1_agreement=0.99, input="random"),
+            _row(model="micro_cnn", path="compile", b=64, ips=None, skipped="torch.compile failed: X"),
+            bench.Row(model="micro_cnn", kind="train", path="train", device="cpu", dtype="fp32", batch_size=128,
+                      images_per_s=500.0, peak_fraction=0.05, note="optimizer adagrad, loss nll")]
+    peaks = bench.Peaks("cpu", {"fp32": 1e11, "bf16": 2e11}, bytes_per_s=2e10, matmul_size=2048, copy_bytes=1)
+    meta = {"device": "cpu", "device_name": "Test CPU", "torch": "x", "threads": 2, "min_time_s": 0.5}
+    return bench.BenchResult(meta, peaks, rows)
+
+
+def test_renderers():
+    result = _result()
+    data = json.loads(bench.to_json(result))
+    assert list(data) == ["meta", "peaks", "rows"]
+    assert list(data["rows"][0]) == ROW_KEYS and data["peaks"]["flops"] == {"fp32": 1e11, "bf16": 2e11}
+    table = bench.to_table(result)
+    assert "skipped: torch.compile failed: X" in table and "2.5k" not in table and "2,500" in table
+    md = bench.to_markdown(result)
+    assert "| `micro_cnn` | 64 | 1,000 | 2,500 | - | 2.50x | bf16 | 2.0% | memory |" in md
+    assert "`compile` skipped: torch.compile failed: X" in md
+    assert "| `micro_cnn` | bf16 | 64 | random | 1.23e-02 | 99.00% |" in md
+    assert "| `micro_cnn` | 128 | fp32 | optimizer adagrad, loss nll | 500 | 5.0% | - |" in md
+    assert "Practical peak on cpu: 2048x2048 matmul fp32 100 GFLOP/s, bf16 200 GFLOP/s; copy 20 GB/s." in md
+
+
+def test_train_step_follows_the_recipe():
+    recipe = get_spec("micro_cnn").recipes.get("full")
+    prepared = bench.prepare_train_step("micro_cnn", batch_size=4)
+    assert prepared.kind == "train" and prepared.batch_size == 4
+    if recipe is not None:
+        assert prepared.extra["optimizer"] == recipe.optimizer and prepared.extra["loss"] == recipe.loss
+    before = [p.detach().clone() for p in prepared.model.parameters()]
+    loss = prepared()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, prepared.model.parameters(), strict=True))
+
+
+def test_train_step_without_recipe():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    prepared = bench.prepare_train_step(net, device="cpu")
+    assert prepared.batch_size == bench.TRAIN_BATCH_SIZE
+    assert prepared.extra == {"optimizer": "sgd", "loss": "cross_entropy", "recipe": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_json(capsys, tiny_peaks):
+    code, out, err = run(capsys, "bench", "micro_cnn", "--batch-sizes", "1,4", "--paths", "eager,bf16+eager",
+                         "--device", "cpu", "--min-time", "0", "--format", "json", "--data-dir", "/nonexistent")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["meta"]["device"] == "cpu" and data["peaks"]["matmul_size"] == 64
+    assert [(r["path"], r["batch_size"]) for r in data["rows"]] == [("eager", 1), ("eager", 4), ("bf16", 1),
+                                                                    ("bf16", 4)]
+    for r in data["rows"]:
+        assert list(r) == ROW_KEYS and r["images_per_s"] > 0 and r["bound"] in bench.BOUNDS
+        assert r["flops_per_s"] == pytest.approx(2 * r["mult_adds"] * r["images_per_s"])
+    assert "bench: micro_cnn bf16 batch 4" in err
+
+
+def test_cli_markdown_with_train(capsys, tiny_peaks):
+    code, out, _ = run(capsys, "bench", "slim_cnn", "--batch-sizes", "2", "--paths", "eager,cuda_graphs",
+                       "--device", "cpu", "--min-time", "0", "--format", "markdown", "--train")
+    assert code == 0
+    assert "`cuda_graphs` skipped: cuda_graphs needs a CUDA device" in out
+    assert "| `slim_cnn` |" in out and "Training step" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--paths", "eager,warp"], "Unknown benchmark path 'warp'"),
+    (["no_such_net"], "No registered model is named 'no_such_net'"),
+])
+def test_cli_bad_arguments_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, "bench", *argv, "--device", "cpu")
+    assert (code, out) == (2, "")
+    assert err.startswith("mnist-arch bench: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_cuda_without_cuda_exits_2(capsys):
+    code, out, err = run(capsys, "bench", "micro_cnn", "--device", "cuda")
+    assert (code, out) == (2, "")
+    assert "sees no CUDA device" in err and err.count("\n") == 1

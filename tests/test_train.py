@@ -1,0 +1,146 @@
+"""Training on real MNIST: quick-tier thresholds on CPU for every architecture (marker `training`), the
+full recipes on CUDA (marker `gpu`), and the trainer's own behaviour on small runs."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mnist_arch import create_model, get_spec, list_models
+from mnist_arch.cli import main
+from mnist_arch.data import load_mnist
+from mnist_arch.spec import Recipe
+from mnist_arch.train import detect_collapse, load_checkpoint, save_checkpoint, train_model
+
+NAMES = list_models()
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_root):
+    return load_mnist(mnist_root)
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("name", NAMES)
+def test_quick_recipe_reaches_its_threshold(name, mnist):
+    spec = get_spec(name)
+    recipe = spec.recipes["quick"]
+    torch.manual_seed(0)
+    result = train_model(create_model(name), recipe, mnist, name=name, seed=0, progress=False)
+    assert result.collapsed is None, result.collapsed
+    assert result.test_accuracy >= recipe.min_accuracy, (
+        f"{name} quick: {result.test_accuracy:.4f} < {recipe.min_accuracy} ({recipe.threshold_note})")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", [n for n in NAMES if "full" in get_spec(n).recipes])
+def test_full_recipe_reaches_its_threshold(name, mnist_root):
+    if not torch.cuda.is_available():
+        pytest.skip("the full tier needs CUDA")
+    recipe = get_spec(name).recipes["full"]
+    data = load_mnist(mnist_root, device="cuda")
+    torch.manual_seed(0)
+    result = train_model(create_model(name), recipe, data, name=name, seed=0, device="cuda", progress=False)
+    assert result.test_accuracy >= recipe.min_accuracy, (name, result.test_accuracy)
+
+
+def test_every_architecture_declares_both_tiers():
+    for name in NAMES:
+        recipes = get_spec(name).recipes
+        assert set(recipes) == {"quick", "full"}, name
+        for tier, recipe in recipes.items():
+            assert 0.1 < recipe.min_accuracy < 1 and recipe.threshold_note, (name, tier)
+
+
+def test_collapse_is_detected_on_synthetic_predictions():
+    assert detect_collapse(torch.ones(10_000, dtype=torch.long)) == {"class": 1, "share": 1.0}
+    assert detect_collapse(torch.arange(10_000) % 10) is None
+    piled = torch.cat([torch.full((6_000,), 7), torch.arange(4_000) % 10])
+    assert detect_collapse(piled) == {"class": 7, "share": 0.64}
+
+
+class DeadReLU(nn.Module):
+    """A network whose hidden ReLUs are all dead (negative bias): only the output bias learns, so it
+    learns the class prior and answers the most common class for every image, like the reference
+    parallel_cnn search that ended at 11.35% (the share of the digit 1 in the test set)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(784, 32)
+        nn.init.constant_(self.hidden.bias, -1e3)
+        self.out = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x.flatten(1))))
+
+
+def test_collapse_is_reported_on_a_broken_run(mnist):
+    recipe = Recipe(epochs=1, batch_size=256, optimizer="sgd", lr=0.5, min_accuracy=0.9, train_subset=8192)
+    result = train_model(DeadReLU(), recipe, mnist, name="dead", progress=False)
+    assert result.collapsed == {"class": 1, "share": 1.0}
+    assert result.test_accuracy == pytest.approx(0.1135)  # 1,135 ones in the 10,000 test images
+
+
+TINY = Recipe(epochs=2, batch_size=128, optimizer="adam", lr=1e-3, min_accuracy=0.5, train_subset=1024,
+              augment=get_spec("micro_cnn").recipes["full"].augment)
+
+
+def _seeded_run(seed, recipe=TINY, data=None):
+    torch.manual_seed(seed)
+    return train_model(create_model("micro_cnn"), recipe, data, seed=seed, progress=False)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_seed_makes_a_run_repeatable(mnist, precision):
+    recipe = dataclasses.replace(TINY, precision=precision)
+    a, b, c = (_seeded_run(seed, recipe, mnist) for seed in (3, 3, 4))
+    strip = lambda r: [dataclasses.replace(e, seconds=0) for e in r.history]  # noqa: E731
+    assert strip(a) == strip(b)
+    assert strip(a) != strip(c)
+
+
+def test_history_time_budget_and_checkpoint(mnist, tmp_path):
+    model = create_model("micro_cnn")
+    result = train_model(model, dataclasses.replace(TINY, epochs=50), mnist, name="micro_cnn",
+                         time_budget=0.5, progress=False)
+    assert 1 <= result.epochs < 50 and len(result.history) == result.epochs
+    e = result.history[0]
+    assert 0 <= e.test_accuracy <= 1 and e.train_loss > 0 and e.lr > 0 and e.seconds > 0
+    path = tmp_path / "micro.pt"
+    save_checkpoint(path, model, get_spec("micro_cnn"), result)
+    loaded = load_checkpoint(path)
+    assert loaded["spec"]["exact_params"] == 9_594 and loaded["metrics"]["test_accuracy"] == result.test_accuracy
+    fresh = create_model("micro_cnn")
+    fresh.load_state_dict(loaded["state_dict"])
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True))
+
+
+def test_train_cli_json_and_plots(mnist_root, tmp_path, capsys):
+    code = main(["train", "micro_cnn", "--epochs", "1", "--time-budget", "1", "--data-dir", str(mnist_root),
+                 "--device", "cpu", "--format", "json", "--plots", str(tmp_path / "plots")])
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["model", "recipe", "epochs", "seconds", "test_accuracy", "history", "collapsed"]
+    assert out["model"] == "micro_cnn" and out["recipe"] == "quick" and out["epochs"] == 1
+    threshold = get_spec("micro_cnn").recipes["quick"].min_accuracy
+    assert code in (0, 1) and (code == 0) == (out["test_accuracy"] >= threshold)
+    for png in ("curves.png", "confusion.png", "predictions.png"):
+        assert (tmp_path / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_cli_errors(tmp_path, capsys, monkeypatch):
+    import socket
+
+    from mnist_arch import data
+
+    with socket.socket() as s:  # a port that refuses at once: no test reaches a real host
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(data, "MIRRORS", [f"http://127.0.0.1:{port}/mnist/"])
+    assert main(["train", "micro_cnn", "--data-dir", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "MNIST" in err and "Traceback" not in err
+    if not torch.cuda.is_available():
+        assert main(["train", "micro_cnn", "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
