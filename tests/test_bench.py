@@ -217,7 +217,7 @@ def test_train_step_without_recipe():
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     prepared = bench.prepare_train_step(net, device="cpu")
     assert prepared.batch_size == bench.TRAIN_BATCH_SIZE
-    assert prepared.extra == {"optimizer": "sgd", "loss": "cross_entropy", "recipe": False}
+    assert prepared.extra == {"optimizer": "sgd", "loss": "cross_entropy"}
 
 
 # ---------------------------------------------------------------------------------------------

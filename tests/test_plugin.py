@@ -90,7 +90,9 @@ def project(pytester):
 
 
 def test_one_item_per_declared_fact(project, tmp_path):
-    result = project.runpytest("-v", "-rfs", f"--mnist-arch-data={tmp_path}")  # no MNIST there
+    # In a subprocess: an in-process run would drop the torch modules it imported from sys.modules
+    # afterwards, and torch cannot register its operator libraries a second time.
+    result = project.runpytest_subprocess("-v", "-rfs", f"--mnist-arch-data={tmp_path}")  # no MNIST there
     # good: params.max, output_shape, require.batchnorm, require.dropout pass.
     # big: output_shape passes (softmax is a lint warning); params.max and require.dropout fail.
     # linear: output_shape passes, train.min_accuracy skips. missing, typo: one failing item each.
@@ -121,7 +123,7 @@ def test_one_item_per_declared_fact(project, tmp_path):
 
 @pytest.mark.training
 def test_training_threshold(project, mnist_root):
-    result = project.runpytest("-m", "training", f"--mnist-arch-data={mnist_root}")
+    result = project.runpytest_subprocess("-m", "training", f"--mnist-arch-data={mnist_root}")
     result.assert_outcomes(passed=1, deselected=12)  # logistic regression on 2,000 images: about 85%
 
 

@@ -144,3 +144,11 @@ def test_train_cli_errors(tmp_path, capsys, monkeypatch):
     if not torch.cuda.is_available():
         assert main(["train", "micro_cnn", "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_threshold_rule():
+    from mnist_arch.train import rule_threshold
+
+    assert rule_threshold([0.9906, 0.9903, 0.9908]) == 0.988  # spread 0.05 points: the 0.2-point minimum
+    assert rule_threshold([0.9894, 0.9912]) == 0.985  # 98.94 - 2 x 0.18 = 98.58, rounded down
+    assert rule_threshold([0.9202, 0.9364]) == 0.887  # 92.02 - 2 x 1.62 = 88.78

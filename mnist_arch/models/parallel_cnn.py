@@ -71,7 +71,7 @@ SPEC = Spec(
         "quick": Recipe(
             epochs=1, batch_size=32, optimizer="adamw", lr=0.0005, train_subset=3072, precision="bf16",
             schedule="onecycle", schedule_kwargs=dict(max_lr=0.0005, pct_start=0.3),
-            min_accuracy=0.897, threshold_note="5 seeds 91.83-92.88%; worst - 2 x spread",
+            min_accuracy=0.887, threshold_note="5 seeds 92.02-93.64%; worst - 2 x spread",
         ),
         # Ours: the reference's SGD search collapsed to "always 1" (11.35%) in every trial. AdamW with a
         # short OneCycle warm-up trains this ReLU network without batch norm (see docs/training.md).

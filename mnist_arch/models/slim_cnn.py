@@ -45,7 +45,7 @@ SPEC = Spec(
         # CPU tier: Adam instead of plain SGD (which needs 150 epochs through the double softmax).
         "quick": Recipe(
             epochs=2, batch_size=64, optimizer="adam", lr=0.003, loss="cross_entropy",
-            min_accuracy=0.939, threshold_note="5 seeds 95.54-96.34%; worst - 2 x spread",
+            min_accuracy=0.930, threshold_note="5 seeds 95.51-96.75%; worst - 2 x spread",
         ),
         # The README's recipe, Softmax output into CrossEntropyLoss included (the lint reports it).
         # ReduceLROnPlateau('min') steps on the epoch's test loss (the README does not say which loss).

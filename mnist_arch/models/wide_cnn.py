@@ -79,7 +79,7 @@ SPEC = Spec(
         "quick": Recipe(
             epochs=1, batch_size=128, optimizer="adam", lr=0.001, loss="cross_entropy", precision="bf16",
             train_subset=8192,
-            min_accuracy=0.901, threshold_note="5 seeds 93.52-95.20%; worst - 2 x spread",
+            min_accuracy=0.879, threshold_note="5 seeds 92.78-95.22%; worst - 2 x spread",
         ),
         # The README gives Adam 1e-3, 10 epochs, CrossEntropyLoss; the batch size is ours (not stated).
         "full": Recipe(
