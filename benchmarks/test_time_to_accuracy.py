@@ -31,6 +31,7 @@ def real_timing(benchmark, mnist_root):
     return benchmark
 
 
+@pytest.mark.benchmark(group="time-to-accuracy")
 def test_quick_recipe_whole_process(real_timing, mnist_root):
     """`mnist-arch train micro_cnn` as a user runs it: interpreter start-up, imports, data load, training
     and evaluation, all inside the timed call."""
@@ -83,6 +84,7 @@ def _reference_style(root: Path, max_epochs: int = 3) -> tuple[float, int]:
     return accuracy, max_epochs
 
 
+@pytest.mark.benchmark(group="time-to-accuracy")
 def test_reference_style_dataloader(real_timing, mnist_root):
     start = time.perf_counter()
     result = real_timing.pedantic(_reference_style, args=(mnist_root,), rounds=1, iterations=1)

@@ -134,25 +134,34 @@ def input_batch(batch_size: int, input_shape: Sequence[int] = (1, 28, 28),
     return torch.rand(batch_size, *input_shape, generator=generator), "random"
 
 
-def _build(model: str | nn.Module, seed: int) -> tuple[nn.Module, str, tuple[int, ...], Any]:
+def _build(model: str | nn.Module, seed: int,
+           weights: str | None = None) -> tuple[nn.Module, str, tuple[int, ...], Any]:
     """A private copy of the model (the caller's module is never changed), its name, input shape, spec."""
     if isinstance(model, nn.Module):
         return copy.deepcopy(model), type(model).__name__, (1, 28, 28), None
     from mnist_arch.registry import get_spec
 
     spec = get_spec(model)
-    return copy.deepcopy(_pristine(model, seed)), model, tuple(spec.input_shape), spec
+    return copy.deepcopy(_pristine(model, seed, weights)), model, tuple(spec.input_shape), spec
 
 
 @functools.lru_cache(maxsize=2)
-def _pristine(name: str, seed: int) -> nn.Module:
-    """A registered model with seeded random-init weights, built once: building parallel_cnn's 28.6M
-    weights takes longer than copying them, and every path and batch size starts from a copy."""
+def _pristine(name: str, seed: int, weights: str | None = None) -> nn.Module:
+    """A registered model with seeded random-init weights, or the trained weights of a checkpoint
+    written by `mnist-arch train --save`; built once: building parallel_cnn's 28.6M weights takes
+    longer than copying them, and every path and batch size starts from a copy."""
     from mnist_arch.registry import create_model
+    from mnist_arch.train import load_checkpoint
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_model(name)
+        model = create_model(name)
+    if weights is not None:
+        checkpoint = load_checkpoint(weights)
+        if checkpoint.get("model") != name:
+            raise MnistArchError(f"Checkpoint {weights} holds weights of {checkpoint.get('model')!r}, not {name!r}.")
+        model.load_state_dict(checkpoint["state_dict"])
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,8 +196,9 @@ class Prepared:
 
 def prepare(model: str | nn.Module, path: str = "eager", batch_size: int = 64,
             device: str | torch.device = "cpu", *, data_dir: str | Path | None = None,
-            input_shape: Sequence[int] | None = None, seed: int = 0) -> Prepared:
-    """Build a forward-pass callable for `model` (a registered name or any nn.Module) on `path`.
+            input_shape: Sequence[int] | None = None, seed: int = 0, weights: str | None = None) -> Prepared:
+    """Build a forward-pass callable for `model` (a registered name or any nn.Module) on `path`;
+    `weights`: a checkpoint of trained weights for a registered model (else seeded random init).
 
     Raises `PathUnavailable` (with the reason) where the path cannot run here, `MnistArchError` for
     bad arguments.
@@ -199,7 +209,7 @@ def prepare(model: str | nn.Module, path: str = "eager", batch_size: int = 64,
     if "cuda_graphs" in mods and dev.type != "cuda":
         raise PathUnavailable("cuda_graphs needs a CUDA device")
     started = time.perf_counter()
-    net, name, shape, _spec = _build(model, seed)
+    net, name, shape, _spec = _build(model, seed, weights)
     shape = tuple(input_shape or shape)
     net = net.eval().to(dev)
     x, source = input_batch(batch_size, shape, data_dir)
@@ -548,15 +558,18 @@ def device_name(device: torch.device) -> str:
 def run_benchmarks(names: Sequence[str], batch_sizes: Sequence[int] = BATCH_SIZES,
                    paths: Sequence[str] | None = None, device: str | torch.device = "auto",
                    min_time: float = 0.5, train: bool = False, data_dir: str | Path | None = None,
-                   progress: Callable[[str], None] | None = None, measure_peak: bool = True) -> BenchResult:
+                   progress: Callable[[str], None] | None = None, measure_peak: bool = True,
+                   weights: dict[str, str] | None = None) -> BenchResult:
     """Peaks, then every (model, path, batch size) forward row, then (with `train`) a training row per
-    model; rows whose path cannot run here are kept with the reason in `skipped`."""
+    model; rows whose path cannot run here are kept with the reason in `skipped`. `weights` maps a
+    model name to a checkpoint of trained weights (`mnist-arch train --save`)."""
+    weights = weights or {}
     dev = resolve_device(device)
     paths = [parse_path(p) for p in (paths or default_paths(dev))]
     for name in names:  # an unknown name fails now, not after the peak measurement
         registered_work(name)
     say = progress or (lambda _msg: None)
-    meta = {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__,
+    meta = {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__, "weights": weights,
             "threads": torch.get_num_threads(), "min_time_s": min_time,
             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if dev.type == "cuda" else None}
     peaks = None
@@ -570,7 +583,7 @@ def run_benchmarks(names: Sequence[str], batch_sizes: Sequence[int] = BATCH_SIZE
             for b in batch_sizes:
                 say(f"{name} {path} batch {b}")
                 try:
-                    prepared = prepare(name, path, b, dev, data_dir=data_dir)
+                    prepared = prepare(name, path, b, dev, data_dir=data_dir, weights=weights.get(name))
                 except PathUnavailable as exc:
                     rows.append(Row(model=str(name), kind="forward", path=path, device=str(dev),
                                     dtype="bf16" if "bf16" in path else "fp32", batch_size=b, skipped=str(exc)))

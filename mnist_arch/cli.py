@@ -177,8 +177,13 @@ def _cmd_bench(args) -> int:
 
         torch.set_num_threads(args.threads)
     names = args.names or list_models()
+    weights = {}
+    if args.weights:
+        from mnist_arch.train import load_checkpoint
+
+        weights = {load_checkpoint(args.weights)["model"]: args.weights}
     result = run_benchmarks(names, args.batch_sizes, paths, args.device, min_time=args.min_time,
-                            train=args.train, data_dir=args.data_dir,
+                            train=args.train, data_dir=args.data_dir, weights=weights,
                             progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
     print(FORMATS[args.format](result), end="" if args.format == "markdown" else "\n")
     return 0
@@ -252,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_count, metavar="N", help="torch CPU threads (default: torch's)")
     p.add_argument("--data-dir", metavar="ROOT",
                    help="MNIST root for the accuracy batch (test images; random input without them)")
+    p.add_argument("--weights", metavar="CHECKPOINT",
+                   help="trained weights from `mnist-arch train --save` for the model they belong to "
+                        "(fast paths' top-1 agreement is then measured on a trained network)")
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     p.set_defaults(func=_cmd_bench)
     return parser

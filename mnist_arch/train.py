@@ -224,7 +224,17 @@ def save_checkpoint(path, model: nn.Module, spec, result: TrainResult) -> None:
 
 def load_checkpoint(path) -> dict:
     """The dict `save_checkpoint` wrote, read with weights_only=True (no code runs while loading)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise MnistArchError(f"Checkpoint {path} does not exist.") from None
+    except Exception as exc:  # a foreign or truncated file: pickle, zip and torch each raise their own
+        raise MnistArchError(f"Checkpoint {path} cannot be read as a mnist-arch checkpoint: "
+                             f"{type(exc).__name__}: {exc}".split("\n")[0]) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "model" not in checkpoint:
+        raise MnistArchError(f"Checkpoint {path} is not one `mnist-arch train --save` wrote (no model name "
+                             "and state_dict).")
+    return checkpoint
 
 
 def runs_table(results: list[TrainResult], seeds: list[int], recipe: Recipe) -> str:

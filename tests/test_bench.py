@@ -267,3 +267,29 @@ def test_cli_cuda_without_cuda_exits_2(capsys):
     code, out, err = run(capsys, "bench", "micro_cnn", "--device", "cuda")
     assert (code, out) == (2, "")
     assert "sees no CUDA device" in err and err.count("\n") == 1
+
+
+def test_trained_weights_from_a_checkpoint(tmp_path):
+    from mnist_arch.train import TrainResult, save_checkpoint
+
+    trained = create_model("micro_cnn")
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.5)  # weights no seeded random init would produce
+    path = tmp_path / "micro.pt"
+    save_checkpoint(path, trained, get_spec("micro_cnn"), TrainResult("micro_cnn", "quick", 1, 1.0, 0.9))
+    prepared = bench.prepare("micro_cnn", "eager", 2, "cpu", weights=str(path))
+    for a, b in zip(prepared.model.state_dict().values(), trained.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(MnistArchError, match="holds weights of 'micro_cnn', not 'slim_cnn'"):
+        bench.prepare("slim_cnn", "eager", 2, "cpu", weights=str(path))
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys, content):
+    path = tmp_path / "weights.pt"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["bench", "micro_cnn", "--weights", str(path), "--batch-sizes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"Checkpoint {path}" in err and "Traceback" not in err
