@@ -40,7 +40,7 @@ def save_plots(result: TrainResult, test_images: torch.Tensor, test_labels: torc
     k = int(labels.max()) + 1
     confusion = torch.bincount(labels * k + predictions, minlength=k * k).reshape(k, k)
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    ax.imshow(confusion.float().log1p(), cmap="Blues")
+    ax.imshow(confusion.float().log1p().numpy(), cmap="Blues")
     for i in range(k):
         for j in range(k):
             ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
@@ -60,7 +60,7 @@ def save_plots(result: TrainResult, test_images: torch.Tensor, test_labels: torc
         ax.axis("off")
     for ax, i in zip(axes.flat, shown, strict=False):
         wrong = bool(predictions[i] != labels[i])
-        ax.imshow(test_images[i].cpu(), cmap="gray")
+        ax.imshow(test_images[i].cpu().numpy(), cmap="gray")
         ax.set_title(f"{int(predictions[i])}" + (f" (true {int(labels[i])})" if wrong else ""),
                      color="red" if wrong else "black", fontsize=8)
     fig.suptitle(f"{result.model}: predictions; red = mistakes ({len(mistakes)} shown of "
