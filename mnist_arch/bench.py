@@ -63,8 +63,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from mnist_arch import data
+from mnist_arch.checks import example_input
 from mnist_arch.errors import MnistArchError
-from mnist_arch.spec import Recipe
+from mnist_arch.spec import MNIST_MEAN_STD, Recipe
 from mnist_arch.train import compute_loss, make_optimizer, resolve_device
 
 #: Modifiers a path may combine, in the order they are applied; "eager" is none of them.
@@ -75,7 +77,6 @@ BATCH_SIZES = (1, 64, 1024)
 TRAIN_BATCH_SIZE = 128  # when the model declares no recipe
 OVERHEAD_RATIO = 2.0  # see the module docstring, rule 1
 BOUNDS = ("compute", "memory", "launch overhead")
-MNIST_MEAN_STD = (0.1307, 0.3081)
 
 
 class PathUnavailable(Exception):
@@ -107,16 +108,12 @@ def default_paths(device: str | torch.device) -> tuple[str, ...]:
 def _mnist_test_images(data_dir: str | None) -> torch.Tensor | None:
     """uint8 [10000, 28, 28] when the MNIST test images are already on disk; never downloads."""
     try:
-        from mnist_arch import data
-    except ImportError:  # the data module is optional for benchmarking
-        return None
-    try:
         raw = Path(data.resolve_data_root(data_dir)) / "MNIST" / "raw"
         name = "t10k-images-idx3-ubyte"
         for candidate in (raw / name, raw / f"{name}.gz"):
             if candidate.is_file():
                 return data.read_idx(candidate)
-    except (MnistArchError, OSError, AttributeError):  # a damaged or foreign copy: fall back to random
+    except (MnistArchError, OSError):  # a damaged or foreign copy: fall back to random
         return None
     return None
 
@@ -127,11 +124,8 @@ def input_batch(batch_size: int, input_shape: Sequence[int] = (1, 28, 28),
     images = _mnist_test_images(None if data_dir is None else str(data_dir))
     if images is not None and tuple(input_shape) == (1, *images.shape[1:]):
         idx = torch.arange(batch_size) % images.shape[0]
-        mean, std = MNIST_MEAN_STD
-        x = images[idx].float().div_(255).sub_(mean).div_(std).unsqueeze(1)
-        return x, "mnist-test"
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(batch_size, *input_shape, generator=generator), "random"
+        return data.normalize(images[idx], *MNIST_MEAN_STD).unsqueeze(1), "mnist-test"
+    return example_input(batch_size, input_shape), "random"
 
 
 def _build(model: str | nn.Module, seed: int,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_arch.errors import MnistArchError
+from mnist_arch.report import count_text, md_cell
 
 #: The checks that are budgets: a diff fails when one of them fails on the head side.
 BUDGET_CHECKS = ("params.max", "params.exact", "mult_adds.max", "mult_adds.exact")
@@ -234,10 +235,6 @@ def diff_against(ref: str, cwd: str | Path | None = None) -> Diff:
 # Rendering
 
 
-def _count(n: int | None) -> str:
-    return "-" if n is None else f"{n:,}"
-
-
 def _delta(m: ModelDiff, key: str) -> str:
     delta, pct = m.delta(key), m.delta_percent(key)
     if delta is None:
@@ -265,18 +262,14 @@ def to_table(diff: Diff) -> str:
     lines = [f"mnist-arch diff: {_title(diff)}"]
     for m in diff.models:
         budgets = "  ".join(f"{'PASS' if c.get('passed') else 'FAIL'} {c['id']}" for c in m.budgets)
-        lines.append(f"{_name(m)}: params {_count(m.value('base', 'params'))} -> "
-                     f"{_count(m.value('head', 'params'))} [{_delta(m, 'params')}]  mult-adds "
-                     f"{_count(m.value('base', 'mult_adds'))} -> {_count(m.value('head', 'mult_adds'))} "
+        lines.append(f"{_name(m)}: params {count_text(m.value('base', 'params'))} -> "
+                     f"{count_text(m.value('head', 'params'))} [{_delta(m, 'params')}]  mult-adds "
+                     f"{count_text(m.value('base', 'mult_adds'))} -> {count_text(m.value('head', 'mult_adds'))} "
                      f"[{_delta(m, 'mult_adds')}]" + (f"  {budgets}" if budgets else ""))
         lines += [f"  FAIL  {c['id']:16} {c.get('message', '')}" for c in m.budgets if not c.get("passed")]
     broken = _broken(diff)
     lines.append(f"{len(broken)} budget(s) broken" if broken else "every model within its budgets")
     return "\n".join(lines)
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(diff: Diff) -> str:
@@ -289,14 +282,14 @@ def to_markdown(diff: Diff) -> str:
     for m in diff.models:
         budgets = " ".join(f"{'✅' if c.get('passed') else '❌'} `{c['id']}`" for c in m.budgets) or "-"
         name = f"`{m.name}`" + ("" if m.status in ("changed", "unchanged") else f" ({m.status})")
-        lines.append(f"| {name} | {_count(m.value('base', 'params'))} → {_count(m.value('head', 'params'))} | "
-                     f"{_delta(m, 'params')} | {_count(m.value('base', 'mult_adds'))} → "
-                     f"{_count(m.value('head', 'mult_adds'))} | {_delta(m, 'mult_adds')} | {budgets} |")
+        lines.append(f"| {name} | {count_text(m.value('base', 'params'))} → {count_text(m.value('head', 'params'))} | "
+                     f"{_delta(m, 'params')} | {count_text(m.value('base', 'mult_adds'))} → "
+                     f"{count_text(m.value('head', 'mult_adds'))} | {_delta(m, 'mult_adds')} | {budgets} |")
     broken = _broken(diff)
     lines.append("")
     if broken:
         lines.append(f"❌ {len(broken)} budget(s) broken:")
-        lines += [f"- `{name}` `{c['id']}`: {_md(c.get('message', ''))}" for name, c in broken]
+        lines += [f"- `{name}` `{c['id']}`: {md_cell(c.get('message', ''))}" for name, c in broken]
     else:
         lines.append("✅ every model within its budgets")
     return "\n".join(lines) + "\n"

@@ -14,7 +14,8 @@ def _verdict(check: Check) -> str:
     return "PASS" if check.passed else "FAIL"
 
 
-def _count(n: int | None) -> str:
+def count_text(n: int | None) -> str:
+    """A count with thousands separators, '-' when unknown (shared by every renderer)."""
     return "-" if n is None else f"{n:,}"
 
 
@@ -25,8 +26,8 @@ def to_json(reports: list[Report]) -> str:
 def to_table(reports: list[Report]) -> str:
     lines = []
     for r in reports:
-        lines.append(f"{r.name}: {'PASS' if r.passed else 'FAIL'}  params {_count(r.params)} "
-                     f"(trainable {_count(r.trainable_params)})  mult-adds {_count(r.mult_adds)}")
+        lines.append(f"{r.name}: {'PASS' if r.passed else 'FAIL'}  params {count_text(r.params)} "
+                     f"(trainable {count_text(r.trainable_params)})  mult-adds {count_text(r.mult_adds)}")
         for c in r.checks:
             lines.append(f"  {_verdict(c):4}  {c.id:32} {c.message}")
     failed = [r.name for r in reports if not r.passed]
@@ -35,8 +36,9 @@ def to_table(reports: list[Report]) -> str:
     return "\n".join(lines)
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def md_cell(text: str) -> str:
+    """Text made safe for one Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(reports: list[Report]) -> str:
@@ -48,13 +50,13 @@ def to_markdown(reports: list[Report]) -> str:
     ]
     for r in reports:
         failed = [c.id for c in r.checks if not c.passed]
-        lines.append(f"| `{r.name}` | {'✅ pass' if r.passed else '❌ fail'} | {_count(r.params)} | "
-                     f"{_count(r.trainable_params)} | {_count(r.mult_adds)} | "
+        lines.append(f"| `{r.name}` | {'✅ pass' if r.passed else '❌ fail'} | {count_text(r.params)} | "
+                     f"{count_text(r.trainable_params)} | {count_text(r.mult_adds)} | "
                      f"{', '.join(failed) or '-'} |")
     for r in reports:
         lines += ["", f"<details><summary><code>{r.name}</code>: {len(r.checks)} checks</summary>", "",
                   "| check | verdict | message |", "| --- | --- | --- |"]
-        lines += [f"| `{c.id}` | {_verdict(c)} | {_md(c.message)} |" for c in r.checks]
+        lines += [f"| `{c.id}` | {_verdict(c)} | {md_cell(c.message)} |" for c in r.checks]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 

@@ -21,6 +21,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from mnist_arch.errors import MnistArchError
 
+#: MNIST's pixel mean and standard deviation (on [0, 1]), the usual normalisation.
+MNIST_MEAN_STD = (0.1307, 0.3081)
+
 #: Features `require` may name; each is judged by what runs in a forward pass (see checks.py).
 FEATURES = ("batchnorm", "dropout", "gap", "fc")
 
@@ -61,7 +64,7 @@ class Recipe:
     loss: str = "cross_entropy"  # "cross_entropy" (takes logits) | "nll" (takes log-probabilities)
     label_smoothing: float = 0.0
     augment: Augment | None = None
-    normalize: tuple[float, float] | None = (0.1307, 0.3081)
+    normalize: tuple[float, float] | None = MNIST_MEAN_STD
     train_subset: int | None = None  # the first N training images, for heavy models in the quick tier
     precision: str = "fp32"  # "fp32" | "bf16" (autocast)
     threshold_note: str = ""  # where min_accuracy comes from
