@@ -189,7 +189,25 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
+# --- init (owned by the workflows work: edit only between these markers) ----------------------
+
+
+def _cmd_init(args) -> int:
+    from mnist_arch.init import init_project
+
+    result = init_project(args)
+    print(result)
+    return 0
+
+
+def _add_init_parser(sub) -> None:
+    p = sub.add_parser("init", help="declare a model in pyproject.toml and write the GitHub workflows")
+    p.add_argument("--model", required=True, metavar="PATH.py:ATTR")
+    p.add_argument("--force", action="store_true", help="overwrite files that exist")
+    p.set_defaults(func=_cmd_init)
+
+
+# --- end of init ------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(fast paths' top-1 agreement is then measured on a trained network)")
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     p.set_defaults(func=_cmd_bench)
+
+    _add_init_parser(sub)
     return parser
 
 
