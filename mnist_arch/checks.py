@@ -15,6 +15,7 @@ run with the mode popped), so `F.instance_norm` is seen as itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,7 @@ class Report:
     trainable_params: int
     mult_adds: int | None
     checks: list[Check] = field(default_factory=list)
+    final_activation: str | None = None  # what produced the output (not in the JSON contract)
 
     @property
     def passed(self) -> bool:
@@ -113,7 +115,11 @@ def _run(model: nn.Module, x: torch.Tensor, name: str) -> Any:
     try:
         with torch.no_grad():
             return model(x)
+    except MemoryError:
+        raise
     except Exception as exc:  # a user's model can raise anything; we report it, never a traceback
+        if isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc):
+            raise
         raise MnistArchError(
             f"Model {name} failed on an input of shape {tuple(x.shape)}: {type(exc).__name__}: {exc}. "
             "Check the input shape (--input-shape C,H,W) and that the model's forward runs on a "
@@ -158,7 +164,11 @@ def record_calls(model: nn.Module, x: torch.Tensor, name: str = "model") -> tupl
     Training mode, because dropout only runs there. The model's buffers (BatchNorm running stats)
     and its mode are restored afterwards, so judging a model does not change it.
     """
-    saved = {k: b.detach().clone() for k, b in model.named_buffers()}
+    saved = [(m, dict(m._buffers)) for m in model.modules()]
+    for module, buffers in saved:
+        for key, b in buffers.items():
+            if b is not None:
+                module._buffers[key] = b.detach().clone()  # the forward updates these copies in place
     was_training = model.training
     model.train()
     try:
@@ -166,10 +176,9 @@ def record_calls(model: nn.Module, x: torch.Tensor, name: str = "model") -> tupl
             out = _run(model, x, name)
     finally:
         model.train(was_training)
-        with torch.no_grad():
-            for k, b in model.named_buffers():
-                if k in saved:
-                    b.copy_(saved[k])
+        for module, buffers in saved:  # put the originals back, whatever the forward did to them
+            module._buffers.clear()
+            module._buffers.update(buffers)
     return recorder.calls, out
 
 
@@ -192,14 +201,47 @@ def layer_output_shapes(model: nn.Module, x: torch.Tensor, name: str = "model") 
 
 
 def count_mult_adds(model: nn.Module, input_shape: Iterable[int]) -> int | None:
-    """Multiply-accumulates for one image in torchinfo's convention (modules with weights only)."""
-    import torchinfo  # imported here: it is slow to import and only this measurement needs it
+    """Multiply-accumulates for one image in torchinfo's convention, from one recorded forward pass
+    (see `mult_adds_from_calls`); None when it cannot be measured."""
+    calls, _ = record_calls(model, example_input(2, input_shape))
+    return mult_adds_from_calls(calls)
 
-    try:
-        stats = torchinfo.summary(model, input_size=(1, *input_shape), verbose=0, mode="eval")
-    except Exception:  # torchinfo cannot summarise every model; the figure is then unknown
-        return None
-    return int(stats.total_mult_adds)
+
+_WEIGHTED_CALLS = {*_CONV_CALLS, "linear", "batch_norm", "layer_norm", "group_norm", "instance_norm",
+                   "embedding", "prelu"}
+_OPAQUE_PRODUCTS = {"matmul", "mm", "bmm", "addmm", "__matmul__", "einsum", "bilinear", "conv_transpose1d",
+                    "conv_transpose2d", "conv_transpose3d", "baddbmm"}
+
+
+def mult_adds_from_calls(calls: list[Call]) -> int | None:
+    """torchinfo's convention, computed from what ran rather than from the module list: per image, each
+    call's weight and bias element counts, times the output positions for a convolution (times the leading
+    positions for a linear layer). It sees functional calls and layers whose weights are computed (weight
+    norm), which torchinfo reports as 0; tests/test_engine.py checks it equals torchinfo's total where
+    torchinfo can see the model. None when nothing was counted, or when a product ran whose work this
+    convention does not define (matmul, einsum, transposed convolutions): unknown, never 0."""
+    total, seen = 0, False
+    for call in calls:
+        if call.name in _OPAQUE_PRODUCTS:
+            return None
+        if call.name not in _WEIGHTED_CALLS:
+            continue
+        if call.name in ("batch_norm", "instance_norm"):
+            weight, bias = call.arg(3, "weight"), call.arg(4, "bias")
+        elif call.name in ("layer_norm", "group_norm"):
+            weight, bias = call.arg(2, "weight"), call.arg(3, "bias")
+        else:
+            weight, bias = call.arg(1, "weight"), call.arg(2, "bias")
+        own = sum(t.numel() for t in (weight, bias) if isinstance(t, torch.Tensor))
+        out = _first_tensor(call.out)
+        if out is None:
+            continue
+        if call.name in _CONV_CALLS:
+            own *= math.prod(out.shape[2:])
+        elif call.name == "linear":
+            own *= math.prod(out.shape[1:-1])
+        total, seen = total + own, True
+    return total if seen else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,6 +301,50 @@ _FEATURE_WORDS = {
 }
 
 
+def _spatial(t: torch.Tensor | None) -> str:
+    return "x".join(str(n) for n in t.shape[2:]) if t is not None and t.dim() > 2 else "?"
+
+
+def near_miss(feature: str, calls: list[Call]) -> str:
+    """'; the closest that ran: ...' for a required feature that is missing, naming what did run and why it
+    does not count ('' when nothing came close)."""
+    misses: list[str] = []
+    for call in calls:
+        x, out = call.input, _first_tensor(call.out)
+        if feature == "gap" and call.name.startswith(("avg_pool", "adaptive_avg_pool", "max_pool",
+                                                      "adaptive_max_pool")) and x is not None and x.dim() > 2:
+            if call.name.startswith("adaptive_max_pool") or (call.name.startswith("max_pool")
+                                                              and _spatial(out) == "x".join("1" * (x.dim() - 2))):
+                misses.append(f"{call.name} takes the maximum over a {_spatial(x)} map (global max pooling, "
+                              "not average)")
+            elif call.name.startswith("avg_pool"):
+                kernel = call.arg(1, "kernel_size")
+                k = "x".join(map(str, kernel)) if isinstance(kernel, (list, tuple)) else f"{kernel}x{kernel}"
+                misses.append(f"{call.name} with kernel {k} on a {_spatial(x)} map covers part of it (output "
+                              f"{_spatial(out)})")
+            elif call.name.startswith("adaptive_avg_pool"):
+                misses.append(f"{call.name} to {_spatial(out)} on a {_spatial(x)} map (not 1x1)")
+        elif feature == "gap" and call.name in ("mean", "sum", "amax", "max") and x is not None and x.dim() > 2:
+            dims = call.arg(1, "dim")
+            dims = {dims} if isinstance(dims, int) else set(dims or ())
+            if {d % x.dim() for d in dims} == _spatial_dims(x.dim()) and call.name != "mean":
+                misses.append(f"{call.name} over the spatial dims of a {_spatial(x)} map (global "
+                              f"{'max pooling' if call.name != 'sum' else 'sum pooling'}, not average)")
+            elif call.name == "mean":
+                misses.append(f"mean over dims {sorted(dims)} of a {tuple(x.shape)} tensor (not exactly the "
+                              "spatial dims)")
+        elif feature == "dropout" and call.name in _DROPOUT_CALLS and not _is_dropout(call):
+            misses.append(f"{call.name} with p = {call.arg(1, 'p', 0.5)}"
+                          + ("" if call.arg(2, "training", True) else " and training=False"))
+        elif feature == "batchnorm" and call.name in ("group_norm", "instance_norm", "layer_norm", "local_response_norm",
+                                                      "rms_norm", "normalize"):
+            misses.append(f"{call.name}, a norm that is not batch norm")
+        elif feature == "fc" and call.name in _CONV_CALLS and out is not None and _spatial(out) in ("1", "1x1"):
+            misses.append(f"{call.name} to a {_spatial(out)} map (a convolution, not a fully connected layer)")
+    unique = list(dict.fromkeys(misses))
+    return f"; the closest that ran: {'; '.join(unique[:3])}" if unique else ""
+
+
 def features_present(calls: list[Call]) -> dict[str, list[str]]:
     """For each feature, the calls that showed it, e.g. {'dropout': ['dropout2d(p=0.15)']}."""
     found: dict[str, list[str]] = {f: [] for f in FEATURES}
@@ -300,22 +386,66 @@ def _fmt(n: int | None) -> str:
     return "unknown" if n is None else f"{n:,}"
 
 
-def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | None = None) -> Report:
-    """Judge `model` against `spec`. `loss` is the recipe's loss ("cross_entropy" or "nll"), if known,
-    for the lint on a Softmax/LogSoftmax output."""
-    model = model.cpu()
-    if _has_lazy(model):  # lazy modules get their shapes from a first forward
-        model.eval()
-        _run(model, example_input(2, spec.input_shape), name)
-    model.eval()
+def _prepared(model: nn.Module, name: str) -> nn.Module:
+    """The module to judge: a compiled model's original, on the CPU; models we cannot run are errors."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper runs the same module
+    meta = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if meta:
+        raise MnistArchError(
+            f"Model {name} has {len(meta)} parameter or buffer tensor(s) on the meta device (first: {meta[0]}): "
+            "they have a shape but no values, so it cannot run. Build it with real tensors (e.g. "
+            "model.to_empty(device='cpu') and initialise its weights) before judging it.")
+    return model.cpu()
 
-    params, trainable = count_parameters(model)
+
+def _scripted(model: nn.Module) -> bool:
+    return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
+
+
+def _needs_calls(spec: Spec) -> list[str]:
+    """The spec fields that are judged from the recorded forward pass."""
+    fields = {"require": spec.require, "require_any": spec.require_any, "layers": spec.layers,
+              "final_activation": spec.final_activation, "batchnorm_after_every_conv": spec.batchnorm_after_every_conv}
+    return [k for k, v in fields.items() if v]
+
+
+def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | None = None) -> Report:
+    """Judge `model` against `spec`. `loss` is the loss the user declared for training ("cross_entropy" or
+    "nll"), if any, for the lint on a Softmax/LogSoftmax output.
+
+    Parameters are counted after the first forward pass, so a model that builds its layers on the first
+    call is counted whole; a count that still changes on the second call fails `params.stable`."""
+    from mnist_arch.isolate import phase
+
+    model = _prepared(model, name)
+    scripted = _scripted(model)
+    if scripted and _needs_calls(spec):
+        raise MnistArchError(
+            f"Model {name} is (or contains) a TorchScript module, whose forward pass the engine cannot see "
+            f"into, so it cannot judge {', '.join(_needs_calls(spec))}: this is 'cannot judge', not 'absent'. "
+            "Give the plain nn.Module (before torch.jit.script/trace), or drop those fields from the spec.")
     checks: list[Check] = []
 
     def add(check_id, passed, measured, expected, message, warning=False):
         checks.append(Check(check_id, bool(passed), measured, expected, message, warning))
 
+    # Output shape, eval mode, several batch sizes; parameters counted around the first two calls
+    phase("forward")
+    model.eval()
+    before = count_parameters(model)[0]
+    shapes, counts = [], []
+    for n in OUTPUT_BATCH_SIZES:
+        out = _first_tensor(_run(model, example_input(n, spec.input_shape), name))
+        shapes.append(None if out is None else list(out.shape))
+        counts.append(count_parameters(model)[0])
+    params, trainable = count_parameters(model)
+
     # Parameters
+    if counts[0] != counts[1] or counts[1] != counts[-1]:
+        add("params.stable", False, counts, counts[0],
+            f"the parameter count changes from call to call ({before:,} before any forward, then "
+            f"{', '.join(f'{c:,}' for c in counts)} after each of the first {len(counts)} calls): the model "
+            "creates parameters in forward, so it has no fixed size to judge")
     if spec.exact_params is not None:
         add("params.exact", params == spec.exact_params, params, spec.exact_params,
             f"{_fmt(params)} parameters, declared exactly {_fmt(spec.exact_params)}"
@@ -325,12 +455,12 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
         add("params.max", ok, params, spec.max_params,
             f"{_fmt(params)} parameters, budget at most {_fmt(spec.max_params)}"
             + ("" if ok else f" ({params - spec.max_params:,} over)"))
+    if spec.params_below is not None:
+        ok = params < spec.params_below
+        add("params.below", ok, params, spec.params_below,
+            f"{_fmt(params)} parameters, budget fewer than {_fmt(spec.params_below)}"
+            + ("" if ok else f" ({params - spec.params_below + 1:,} too many)"))
 
-    # Output shape, eval mode, several batch sizes
-    shapes = []
-    for n in OUTPUT_BATCH_SIZES:
-        out = _first_tensor(_run(model, example_input(n, spec.input_shape), name))
-        shapes.append(None if out is None else list(out.shape))
     expected_shapes = [[n, spec.num_classes] for n in OUTPUT_BATCH_SIZES]
     add("output_shape", shapes == expected_shapes, shapes, expected_shapes,
         f"output shapes {shapes} for batch sizes {list(OUTPUT_BATCH_SIZES)}, expected (N, "
@@ -359,41 +489,57 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
             add(f"layer.{layer.name}", ok, measured, expected, message)
 
     # What runs in a training-mode forward pass (the lints always look at it)
-    calls, out = record_calls(model, example_input(2, spec.input_shape), name)
-    found = features_present(calls)
-    for feature in sorted(spec.require):
-        seen = found[feature]
-        add(f"require.{feature}", bool(seen), _summarise(seen) or "none", "present",
-            f"{feature}: found {_summarise(seen)}" if seen
-            else f"{feature}: no {_FEATURE_WORDS[feature]} ran in a training-mode forward pass")
-    if spec.batchnorm_after_every_conv:
-        convs = sum(1 for call in calls if call.name in _CONV_CALLS)
-        missing = convs_without_batchnorm(calls)
-        add("batchnorm_after_every_conv", missing == 0, f"{convs - missing}/{convs}", f"{convs}/{convs}",
-            f"{convs - missing} of {convs} conv outputs go straight into batch norm")
-    final = final_activation(calls, out)
-    if spec.final_activation is not None:
-        add("final_activation", final == spec.final_activation, final, spec.final_activation,
-            f"the output comes from {final}, declared {spec.final_activation}")
-    double = final == "softmax" or (final == "log_softmax" and loss == "cross_entropy")
-    if double:
-        as_error = "double_softmax" in spec.lint_errors
-        trained = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss"}.get(loss or "", "")
-        add("lint.double_softmax", not as_error, final, "logits",
-            f"{'error' if as_error else 'warning'}: the model ends in {final}"
-            + (f" and its recipe trains it with {trained}" if trained else "")
-            + "; CrossEntropyLoss applies log-softmax itself (return logits), and NLLLoss expects "
-              "log-probabilities, not probabilities",
-            warning=not as_error)
+    final = None
+    calls: list[Call] = []
+    if not scripted:
+        calls, out = record_calls(model, example_input(2, spec.input_shape), name)
+        found = features_present(calls)
+        for feature in sorted(spec.require):
+            seen = found[feature]
+            add(f"require.{feature}", bool(seen), _summarise(seen) or "none", "present",
+                f"{feature}: found {_summarise(seen)}" if seen
+                else f"{feature}: no {_FEATURE_WORDS[feature]} ran in a training-mode forward pass"
+                + near_miss(feature, calls))
+        for group in spec.require_any:
+            options = sorted(group)
+            seen = {f: found[f] for f in options if found[f]}
+            label = "require_any." + "|".join(options)
+            add(label, bool(seen), ", ".join(f"{f}: {_summarise(v)}" for f, v in seen.items()) or "none",
+                f"one of {', '.join(options)}",
+                f"one of {', '.join(options)}: found " + "; ".join(f"{f} ({_summarise(v)})" for f, v in seen.items())
+                if seen else f"none of {', '.join(options)} ran in a training-mode forward pass"
+                + "".join(near_miss(f, calls) for f in options))
+        if spec.batchnorm_after_every_conv:
+            convs = sum(1 for call in calls if call.name in _CONV_CALLS)
+            missing = convs_without_batchnorm(calls)
+            add("batchnorm_after_every_conv", missing == 0, f"{convs - missing}/{convs}", f"{convs}/{convs}",
+                f"{convs - missing} of {convs} conv outputs go straight into batch norm")
+        final = final_activation(calls, out)
+        if spec.final_activation is not None:
+            add("final_activation", final == spec.final_activation, final, spec.final_activation,
+                f"the output comes from {final}, declared {spec.final_activation}")
+        double = final == "softmax" or (final == "log_softmax" and loss == "cross_entropy")
+        if double:
+            as_error = "double_softmax" in spec.lint_errors
+            trained = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss"}.get(loss or "", "")
+            add("lint.double_softmax", not as_error, final, "logits",
+                f"{'error' if as_error else 'warning'}: the model ends in {final}"
+                + (f" and its declared loss is {trained}" if trained else "")
+                + "; CrossEntropyLoss applies log-softmax itself (return logits), and NLLLoss expects "
+                  "log-probabilities, not probabilities",
+                warning=not as_error)
 
-    # Mult-adds, torchinfo's convention
-    mult_adds = count_mult_adds(model, spec.input_shape)
+    # Mult-adds, torchinfo's convention over the recorded calls (unknown for a TorchScript model)
+    mult_adds = mult_adds_from_calls(calls)
     if spec.exact_mult_adds is not None:
         add("mult_adds.exact", mult_adds == spec.exact_mult_adds, mult_adds, spec.exact_mult_adds,
-            f"{_fmt(mult_adds)} mult-adds per image, declared exactly {_fmt(spec.exact_mult_adds)}")
+            f"{_fmt(mult_adds)} mult-adds per image, declared exactly {_fmt(spec.exact_mult_adds)}"
+            + (" (cannot be measured for this model, so the check fails)" if mult_adds is None else ""))
     if spec.max_mult_adds is not None:
         ok = mult_adds is not None and mult_adds <= spec.max_mult_adds
         add("mult_adds.max", ok, mult_adds, spec.max_mult_adds,
-            f"{_fmt(mult_adds)} mult-adds per image, budget at most {_fmt(spec.max_mult_adds)}")
+            f"{_fmt(mult_adds)} mult-adds per image, budget at most {_fmt(spec.max_mult_adds)}"
+            + (" (cannot be measured for this model, and an unknown never passes a budget)"
+               if mult_adds is None else ""))
 
-    return Report(name, params, trainable, mult_adds, checks)
+    return Report(name, params, trainable, mult_adds, checks, final_activation=final)

@@ -17,6 +17,7 @@ from typing import Any
 import torch.nn as nn
 
 from mnist_arch.errors import MnistArchError
+from mnist_arch.isolate import phase
 
 _FORM = "Give the model as PATH.py:ATTR (e.g. my_net.py:Net) or package.module:ATTR."
 
@@ -63,13 +64,18 @@ def _import_module(dotted: str) -> Any:
         raise MnistArchError(f"Module {dotted} does not import: {type(exc).__name__}: {exc}.") from None
 
 
+def is_file_target(source: str) -> bool:
+    """Whether the part before ':ATTR' names a file (PATH.py) rather than a module (package.module)."""
+    return source.endswith(".py") or "/" in source or "\\" in source
+
+
 def load_model(target: str) -> nn.Module:
     """The model named by `target`, built and ready to judge."""
     source, sep, attr = target.rpartition(":")
     if not sep or not source or not attr:
         raise MnistArchError(f"--model {target!r} has no ':ATTR' part. {_FORM}")
-    is_file = source.endswith(".py") or "/" in source or "\\" in source
-    path = Path(source) if is_file else None
+    path = Path(source) if is_file_target(source) else None
+    phase("import")
     module = _import_file(path) if path else _import_module(source)
     where = str(path) if path else f"module {source}"
 
@@ -98,6 +104,7 @@ def load_model(target: str) -> nn.Module:
                 f"with none. Add a function that builds it, e.g. `def build(): return {attr}(...)`, "
                 f"and pass {source}:build."
             )
+    phase("build")
     try:
         model = obj()
     except Exception as exc:

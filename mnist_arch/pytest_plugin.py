@@ -12,8 +12,14 @@ test per declared fact from a plain `pytest`.
     epochs = 1
 
 collects `pyproject.toml::tiny::params.max`, `pyproject.toml::tiny::require.batchnorm`, ... and
-`pyproject.toml::tiny::train.min_accuracy`. The checks are the engine's (`check_model`), run once per
-model at collection; each item reports its check's message.
+`pyproject.toml::tiny::train.min_accuracy`, and with pytest-benchmark `pyproject.toml::tiny::forward[64]`.
+The table is read by `mnist_arch.project` (the same reader as the command line). Each model is judged once
+at collection, in an isolated worker (`mnist_arch.isolate`); each item reports its check's message.
+
+Which runs collect the items: every run that names no single test. pyproject.toml is added to the paths
+pytest collects, so `pytest`, `pytest tests/` and `pytest test_model.py` all judge the declared models;
+`pytest path::test_name` (a node id) does not, and the terminal summary then says the table's items were
+not collected and how to run them (`pytest pyproject.toml`).
 
 This module is imported by every pytest run of anyone who installs mnist-arch, so it imports neither
 torch nor the engine at import time; they load when a `[tool.mnist-arch]` table is found.
@@ -22,11 +28,9 @@ torch nor the engine at import time; they load when a `[tool.mnist-arch]` table 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -49,88 +53,85 @@ def pytest_addoption(parser):
                          "else `data` in [tool.mnist-arch])")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "training: trains on real MNIST (needs the data; see README)")
-    config.addinivalue_line("markers", "gpu: needs CUDA; skipped without it")
-
-
-def pytest_collect_file(file_path: Path, parent):
-    config = parent.config
-    if file_path.name != "pyproject.toml" or (file_path.parent.resolve() != config.rootpath.resolve()
-                                              and file_path != config.inipath):
-        return None  # only the project's own pyproject.toml, not one of a vendored package
+def _project_file(config) -> Path | None:
+    """The rootdir's pyproject.toml when it has a [tool.mnist-arch] table."""
+    candidate = Path(config.inipath) if config.inipath and Path(config.inipath).name == "pyproject.toml" \
+        else Path(config.rootpath) / "pyproject.toml"
     try:
-        data = tomllib.loads(file_path.read_text(encoding="utf-8"))
+        text = candidate.read_text(encoding="utf-8")
+        if "mnist-arch" not in text:
+            return None
+        data = tomllib.loads(text)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None  # not ours to report; the build tool will
     tool = data.get("tool")
-    table = tool.get("mnist-arch") if isinstance(tool, dict) else None
-    if table is None:
-        return None
-    return ComplianceFile.from_parent(parent, path=file_path, table=table)
+    return candidate if isinstance(tool, dict) and "mnist-arch" in tool else None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "training: trains on real MNIST (needs the data; see README)")
+    config.addinivalue_line("markers", "gpu: needs CUDA; skipped without it")
+    config._mnist_arch = {"file": _project_file(config), "collected": False}
+    table = config._mnist_arch["file"]
+    if table is None or any("::" in arg for arg in config.args):
+        return  # no table, or single tests were selected by node id
+    folder = table.parent.resolve()
+
+    def covers(arg: str) -> bool:  # a path pytest walks that reaches the table anyway
+        path = (config.invocation_params.dir / arg).resolve()
+        return path == table.resolve() or (path.is_dir() and (path == folder or path in folder.parents))
+
+    if not any(covers(arg) for arg in config.args):
+        config.args.append(str(table))
+
+
+def pytest_collect_file(file_path: Path, parent):
+    state = getattr(parent.config, "_mnist_arch", None)
+    if not state or state["file"] is None or file_path.resolve() != state["file"].resolve():
+        return None  # only the project's own pyproject.toml, not one of a vendored package
+    state["collected"] = True
+    return ComplianceFile.from_parent(parent, path=file_path)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state = getattr(config, "_mnist_arch", None)
+    if state and state.get("training"):
+        terminalreporter.section("mnist-arch training")
+        for line in state["training"]:
+            terminalreporter.write_line(line)
+    if state and state["file"] is not None and not state["collected"]:
+        terminalreporter.write_line(
+            f"mnist-arch: {state['file']} declares models in [{TABLE}], but this run did not collect them "
+            "(single tests were selected). Run `pytest pyproject.toml` (or a plain `pytest`) to judge them.",
+            yellow=True)
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading the table
-
-
-def _where(name: str | None = None, sub: str = "") -> str:
-    return f"pyproject.toml [{TABLE}{f'.models.{name}' if name else ''}{sub}]"
-
-
-def _recipe(train: Any, name: str):
-    """A Recipe from [tool.mnist-arch.models.NAME.train]; quick defaults: 1 epoch of Adam at batch 128."""
-    from mnist_arch.spec import parse_recipe_fields
-
-    defaults = {"epochs": 1, "batch_size": 128, "optimizer": "adam", "lr": 1e-3}
-    return parse_recipe_fields(train, _where(name, ".train"), defaults)
-
-
-def _target(model: Any, root: Path, name: str) -> str:
-    """The loader's target, with a PATH.py relative to the pyproject's folder made absolute."""
-    from mnist_arch.errors import MnistArchError
-
-    if not isinstance(model, str) or ":" not in model:
-        raise MnistArchError(f"{_where(name)} needs model = \"PATH.py:ATTR\" (relative to pyproject.toml) or "
-                             f"\"package.module:ATTR\", found {model!r}.")
-    source, _, attr = model.rpartition(":")
-    if source.endswith(".py") or "/" in source or "\\" in source:  # the loader's test for a file
-        source = str(root / source)
-    return f"{source}:{attr}"
+# Collection
 
 
 class ComplianceFile(pytest.File):
     """pyproject.toml: one ModelNode per [tool.mnist-arch.models.NAME]."""
 
-    def __init__(self, *, table: Any, **kwargs):
-        super().__init__(**kwargs)
-        self.table = table
-
     def collect(self):
-        table, where = self.table, _where()
-        if not isinstance(table, dict):
-            raise self.CollectError(f"{where} must be a table.")
-        unknown = sorted(set(table) - {"data", "models"})
-        if unknown:
-            raise self.CollectError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; it may set "
-                                    f"data (a folder) and [{TABLE}.models.NAME] tables.")
-        if not isinstance(table.get("data", ""), str):
-            raise self.CollectError(f"{where}: 'data' must be a folder name, found {table['data']!r}.")
-        models = table.get("models", {})
-        if not isinstance(models, dict) or not all(isinstance(m, dict) for m in models.values()):
-            raise self.CollectError(f"{where}: declare each model as a table, [{TABLE}.models.NAME] with "
-                                    "model = \"PATH.py:ATTR\" and its spec fields.")
-        for name, declared in models.items():
-            yield ModelNode.from_parent(self, name=name, declared=declared)
+        from mnist_arch.errors import MnistArchError
+        from mnist_arch.project import parse_project, read_table
+
+        try:
+            self.project = parse_project(self.path, read_table(self.path))
+        except MnistArchError as exc:
+            raise self.CollectError(str(exc)) from None
+        for model in self.project.models:
+            yield ModelNode.from_parent(self, name=model.name, model=model)
 
     def data_root(self) -> Path | None:
         """--mnist-arch-data, else $MNIST_ARCH_DATA, else `data` in the table (relative to pyproject.toml),
-        else mnist_arch.data's default folder when that module is there."""
+        else mnist_arch.data's default folder."""
         chosen = self.config.getoption("mnist_arch_data") or os.environ.get(DATA_ENV)
         if chosen:
             return Path(chosen)
-        if self.table.get("data"):
-            return self.path.parent / self.table["data"]
+        if self.project.data is not None:
+            return self.project.data
         try:
             from mnist_arch.data import resolve_data_root
 
@@ -140,62 +141,40 @@ class ComplianceFile(pytest.File):
 
 
 class ModelNode(pytest.Collector):
-    """One declared model: judged once here, then one item per check."""
+    """One declared model: judged once here (in an isolated worker), then one item per check."""
 
-    def __init__(self, *, declared: dict[str, Any], **kwargs):
+    def __init__(self, *, model, **kwargs):
         super().__init__(**kwargs)
-        self.declared = declared
-        self.lineno = self._table_line()
-
-    def _table_line(self) -> int:
-        """The 0-based line of [tool.mnist-arch.models.NAME] in pyproject.toml (0 when not found)."""
-        header = re.compile(rf"\[\s*tool\s*\.\s*[\"']?mnist-arch[\"']?\s*\.\s*models\s*\.\s*[\"']?"
-                            rf"{re.escape(self.name)}[\"']?\s*\]")
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        return next((i for i, line in enumerate(lines) if header.match(line.strip())), 0)
+        self.model = model
+        self.lineno = model.line
 
     def collect(self):
         from mnist_arch.errors import MnistArchError
+        from mnist_arch.project import judge
 
+        project = self.parent.project
         try:
-            target, spec, recipe = self._declaration()
-            report = self._judge(target, spec, recipe)
+            report = judge(project, self.model)
         except MnistArchError as exc:
             yield ProblemItem.from_parent(self, name="load", message=str(exc))
             return
         for check in report.checks:
             yield CheckItem.from_parent(self, name=check.id, check=check)
-        if recipe is not None:
-            item = TrainingItem.from_parent(self, name="train.min_accuracy", target=target, recipe=recipe)
+        if "quick" in self.model.spec.recipes:
+            from mnist_arch.project import training_recipe
+
+            recipe = training_recipe(self.model, "quick", report.final_activation)
+            item = TrainingItem.from_parent(self, name="train.min_accuracy", recipe=recipe,
+                                            default_loss=self.model.loss is None)
             item.add_marker(pytest.mark.training)
             missing = _training_unavailable(self.parent.data_root())
             if missing:
                 item.add_marker(pytest.mark.skip(reason=missing))
             yield item
-
-    def _declaration(self):
-        from mnist_arch.spec import Spec, parse_spec_fields
-
-        fields = dict(self.declared)
-        target = _target(fields.pop("model", None), self.path.parent, self.name)
-        train = fields.pop("train", None)
-        recipe = None if train is None else _recipe(train, self.name)
-        spec = Spec(source=_where(self.name)).with_changes(parse_spec_fields(fields, _where(self.name)))
-        return target, spec, recipe
-
-    def build(self, target: str):
-        from mnist_arch.loader import load_model
-
-        sys.path.insert(0, str(self.path.parent))  # package.module:ATTR from the project's folder
-        try:
-            return load_model(target)
-        finally:
-            sys.path.remove(str(self.path.parent))
-
-    def _judge(self, target, spec, recipe):
-        from mnist_arch.checks import check_model
-
-        return check_model(self.build(target), spec, name=self.name, loss=recipe.loss if recipe else None)
+        if self.config.pluginmanager.hasplugin("benchmark"):
+            for batch in project.bench_batch_sizes:
+                yield pytest.Function.from_parent(self, name=f"forward[{batch}]", callobj=_forward_benchmark,
+                                                  keywords={"mnist_arch_batch": batch})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,24 +221,32 @@ class ProblemItem(_Item):
 
 
 class TrainingItem(_Item):
-    def __init__(self, *, target: str, recipe, **kwargs):
+    """Trains the model with its quick recipe (in an isolated worker) and compares the test accuracy with
+    the declared threshold. The accuracy reached and the seconds taken are reported, passing or not."""
+
+    def __init__(self, *, recipe, default_loss: bool, **kwargs):
         super().__init__(**kwargs)
-        self.target, self.recipe = target, recipe
+        self.recipe, self.default_loss = recipe, default_loss
 
     def runtest(self):
         from mnist_arch.errors import MnistArchError
+        from mnist_arch.isolate import run_isolated
+        from mnist_arch.project import worker_options
 
-        root = self.parent.parent.data_root()
+        node, project = self.parent, self.parent.parent.project
         try:
-            import torch
-
-            torch.manual_seed(0)  # repeatable initial weights
-            accuracy = _train(self.parent.build(self.target), self.recipe, root, self.parent.name)
+            result = run_isolated(node.name, _train, node.model, self.recipe, str(self.parent.parent.data_root()),
+                                  timeout=project.train_timeout, threads=None, **worker_options(project, node.model))
         except MnistArchError as exc:
             raise ComplianceFailure(str(exc)) from None
+        accuracy, seconds = result
+        loss = f"{self.recipe.loss}{' (the default for its output)' if self.default_loss else ''}"
+        summary = (f"test accuracy {accuracy:.2%} after {self.recipe.epochs} epoch(s) in {seconds:.1f} s, loss "
+                   f"{loss}; declared at least {self.recipe.min_accuracy:.2%}")
+        self.user_properties.append(("mnist_arch_training", summary))
+        self.config._mnist_arch.setdefault("training", []).append(f"{node.name}: {summary}")
         if accuracy < self.recipe.min_accuracy:
-            raise ComplianceFailure(f"test accuracy {accuracy:.2%} after {self.recipe.epochs} epoch(s), declared "
-                                    f"at least {self.recipe.min_accuracy:.2%}")
+            raise ComplianceFailure(summary)
 
 
 def _training_unavailable(root: Path | None) -> str | None:
@@ -270,12 +257,44 @@ def _training_unavailable(root: Path | None) -> str | None:
     return None
 
 
-def _train(model, recipe, data_root: Path, name: str) -> float:
-    """Test accuracy (a fraction) after training `model` with `recipe` on CUDA where present."""
+def _train(model, recipe, data_root: str) -> tuple[float, float]:
+    """In the worker: (test accuracy, seconds) after training the declared model with `recipe`."""
+    import torch
+
     from mnist_arch.data import load_mnist
+    from mnist_arch.isolate import phase
+    from mnist_arch.loader import load_model
     from mnist_arch.train import resolve_device, train_model
 
+    torch.manual_seed(0)  # repeatable initial weights
+    built = load_model(model.target)
+    phase("train")
     device = resolve_device("auto")
     data = load_mnist(data_root, device=device)
-    result = train_model(model, recipe, data, name=name, seed=0, device=device, progress=False)
-    return float(result.test_accuracy)
+    result = train_model(built, recipe, data, name=model.name, seed=0, device=device, progress=False)
+    return float(result.test_accuracy), float(result.seconds)
+
+
+def _forward_benchmark(benchmark, request):
+    """Forward throughput of a declared model at one batch size, timed by pytest-benchmark. The model runs
+    in an isolated worker; each timed call runs enough forward passes there (at least 64 images) that the
+    round trip to the worker is a small part of it, and `extra_info` holds images per second."""
+    from mnist_arch.isolate import Worker
+    from mnist_arch.project import forward_repeats, load_for_forward, run_forwards, worker_options
+
+    node = request.node.parent
+    project = node.parent.project
+    batch = request.node.keywords["mnist_arch_batch"]
+    repeats = forward_repeats(batch)
+    with Worker(node.name, project.timeout, **worker_options(project, node.model)) as worker:
+        worker.call(load_for_forward, node.model, batch)
+        real = request.config.getoption("benchmark_only", False) or request.config.getoption("benchmark_enable", False)
+        if real:
+            benchmark(worker.call, run_forwards, repeats)
+        else:  # a plain `pytest`: one call, as a smoke test
+            benchmark.pedantic(worker.call, args=(run_forwards, repeats), rounds=1, iterations=1)
+    benchmark.extra_info.update({"model": node.name, "batch_size": batch, "forwards_per_call": repeats})
+    stats = getattr(benchmark, "stats", None)
+    median = getattr(getattr(stats, "stats", None), "median", None)
+    if median:
+        benchmark.extra_info["images_per_s"] = round(batch * repeats / median, 1)

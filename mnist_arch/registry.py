@@ -58,10 +58,9 @@ def get_spec(name: str) -> Spec:
     return _SPECS[name]
 
 
-def check_registered(name: str, changes=None):
-    """Judge a registered model against its declared spec (with optional overrides)."""
-    from mnist_arch.checks import check_model
-
-    spec = get_spec(name).with_changes(changes or {})
-    recipe = spec.recipes.get("full")
-    return check_model(create_model(name), spec, name=name, loss=recipe.loss if recipe else None)
+def builder_target(name: str) -> str:
+    """The registered builder as a loader target, package.module:function: a registered model is built
+    through the same door as a user's."""
+    _known(name)
+    builder = _BUILDERS[name]
+    return f"{builder.__module__}:{builder.__name__}"

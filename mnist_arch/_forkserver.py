@@ -1,0 +1,23 @@
+"""Imported once by the fork server that every isolated worker is forked from (see mnist_arch.isolate).
+
+It loads torch, the engine and the registry, and runs one tiny forward pass of each common layer kind on
+one thread, so that each worker starts with the libraries imported and their first-call set-up done.
+One thread, because a process that forks must not have started a thread pool: each worker sets its own
+thread count.
+"""
+
+import torch
+import torch.nn.functional as F
+
+import mnist_arch.checks  # noqa: F401
+import mnist_arch.loader  # noqa: F401
+import mnist_arch.models  # noqa: F401  (registers the references)
+import mnist_arch.registry  # noqa: F401
+
+torch.set_num_threads(1)
+with torch.no_grad():
+    _x = F.conv2d(torch.rand(2, 1, 28, 28), torch.rand(8, 1, 3, 3), torch.rand(8), padding=1)
+    _x = F.batch_norm(_x, torch.zeros(8), torch.ones(8), training=True)
+    _x = F.dropout(F.max_pool2d(F.relu(_x), 2), 0.1)
+    _x = F.log_softmax(F.linear(F.adaptive_avg_pool2d(_x, 1).flatten(1), torch.rand(10, 8)), 1)
+del _x

@@ -1,0 +1,250 @@
+"""User models run behind a wall: one child process per model, forked from a fork server that has
+already imported torch, the result coming back on a pipe of ours.
+
+Whatever the model's code does (prints, `sys.exit`, `os._exit`, an endless loop, a huge allocation,
+modules of its own that shadow another model's) stays in its child: its stdout and stderr go to a file
+that is shown only with an error, a timeout kills the child's whole process group, and any way the child
+ends without sending a result becomes a `MnistArchError` in the parent naming the model, the phase
+(import, build, forward, ...) and the limit. The verdict itself is computed in the child by our code and
+sent back pickled on the pipe; the parent never runs the model.
+
+Library code marks where it is with `phase("build")`; in the parent (or in-process use) that is a no-op.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mnist_arch.errors import MnistArchError
+
+#: Seconds a model may spend in one phase (import, build, forward, ...) before it is stopped.
+DEFAULT_TIMEOUT = 120.0
+#: Address space a model may add on top of what the worker had when it started (torch itself maps ~3 GiB).
+MEMORY_LIMIT_BYTES = 8 * 2**30
+
+#: What each phase reads as in a message: "... exited the process with code 0 while being built".
+PHASE_WORDS = {"start": "starting", "import": "being imported", "build": "being built",
+               "forward": "running its forward pass", "train": "training", "bench": "being benchmarked"}
+
+_START_LOCK = threading.Lock()
+_conn = None  # in a worker child: the pipe to the parent
+_on_note: Callable[[str], None] | None = None
+
+
+def phase(name: str) -> None:
+    """Tell the parent which phase the child is in (for the message when it hangs or exits)."""
+    if _conn is not None:
+        _conn.send(("phase", name))
+
+
+def note(text: str) -> None:
+    """A progress line for the parent to show (e.g. one line per training epoch); printed directly when
+    not in a worker."""
+    if _conn is not None:
+        _conn.send(("note", text))
+    elif _on_note is not None:
+        _on_note(text)
+
+
+def _context():
+    ctx = multiprocessing.get_context("forkserver")
+    # The fork server imports torch and the engine once; every worker is a cheap fork of it.
+    ctx.set_forkserver_preload(["mnist_arch._forkserver"])
+    return ctx
+
+
+def _memory_limit() -> None:
+    try:
+        import resource
+
+        with open("/proc/self/status", encoding="ascii") as status:
+            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (size + MEMORY_LIMIT_BYTES, resource.RLIM_INFINITY))
+    except (ImportError, OSError, ValueError, StopIteration):  # not Linux: no limit
+        pass
+
+
+def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int | None) -> None:
+    """The worker child: run requests until told to stop. Everything the model prints goes to a file."""
+    global _conn
+    _conn = conn
+    os.setpgrp()  # its own process group, so a timeout also stops whatever the model started
+    out = os.open(output_path, os.O_WRONLY | os.O_APPEND)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives as long as the child)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.chdir(cwd)
+    sys.path[:0] = [p for p in extra_path if p not in sys.path]
+    _memory_limit()
+    import torch
+
+    torch.set_num_threads(threads or 1)  # one thread unless asked: small batches gain little from two
+    while True:
+        request = conn.recv()
+        if request is None:
+            return
+        func, args = request
+        try:
+            reply = ("ok", func(*args))
+        except MnistArchError as exc:
+            reply = ("error", str(exc))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) or exc.code is None else 1
+            reply = ("exit", 0 if code is None else code)
+        except MemoryError:
+            reply = ("memory", "")
+        except BaseException as exc:  # KeyboardInterrupt and friends raised by the model's code
+            if isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc):
+                reply = ("memory", "")
+            else:
+                reply = ("raised", f"{type(exc).__name__}: {exc}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.send(reply)
+
+
+_NO_EXIT = (" A model file must not call sys.exit(), exit() or os._exit(); guard script code with "
+            "`if __name__ == \"__main__\":`.")
+
+
+def _printed(path: str, limit: int = 1500) -> str:
+    """What the model printed, as one line for a one-paragraph message ('' when nothing)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+    if not text:
+        return ""
+    text = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    if len(text) > limit:
+        text = "..." + text[-limit:]
+    return f" The model printed: {text}"
+
+
+class Worker:
+    """One isolated child for one model. `call(func, *args)` runs a module-level function there and
+    returns its result; the child keeps its state (a loaded model) between calls."""
+
+    def __init__(self, label: str, timeout: float | None = DEFAULT_TIMEOUT, *, cwd: str | Path | None = None,
+                 extra_path: list[str] | None = None, threads: int | None = None,
+                 on_note: Callable[[str], None] | None = None) -> None:
+        self.label, self.timeout, self.on_note = label, timeout, on_note
+        handle, self._output = tempfile.mkstemp(prefix="mnist-arch-model-", suffix=".log")
+        os.close(handle)
+        ctx = _context()
+        self._conn, child_conn = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_serve, daemon=True,
+            args=(child_conn, self._output, str(cwd or os.getcwd()), list(extra_path or []), threads))
+        with _START_LOCK:
+            # multiprocessing would re-run the caller's main script in the fork server and in each child
+            # (unguarded script code, a second time, in someone else's process): show it none.
+            main = sys.modules["__main__"]
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                self._process.start()
+            finally:
+                sys.modules["__main__"] = main
+        child_conn.close()
+        self.phase = "start"
+        self._closed = False
+
+    def call(self, func: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+        limit = self.timeout if timeout is None else timeout
+        try:
+            self._conn.send((func, args))
+        except (BrokenPipeError, OSError):
+            self._died()
+        started = time.monotonic()
+        while True:
+            # The fork server's start (importing torch) is ours, not the model's: it gets the default limit.
+            allowed = max(limit, DEFAULT_TIMEOUT) if limit is not None and self.phase == "start" else limit
+            wait = None if allowed is None else max(0.0, allowed - (time.monotonic() - started))
+            try:
+                ready = self._conn.poll(wait)
+            except (EOFError, OSError):
+                ready = True
+            if not ready:
+                self._fail(f"stopped at the time limit of {limit:g} s",
+                           " Raise the limit with --timeout SECONDS (or timeout = N in [tool.mnist-arch]) if "
+                           "the model is merely slow.")
+            try:
+                kind, value = self._conn.recv()
+            except (EOFError, OSError):
+                self._died()
+            if kind == "phase":
+                self.phase, started = value, time.monotonic()  # the limit applies to each phase
+            elif kind == "note":
+                if self.on_note:
+                    self.on_note(value)
+            elif kind == "ok":
+                return value
+            elif kind == "error":
+                raise MnistArchError(value + _printed(self._output))
+            elif kind == "exit":
+                self._fail(f"the model's code exited the process with code {value}", _NO_EXIT)
+            elif kind == "memory":
+                self._fail(f"ran out of memory: it may use at most {MEMORY_LIMIT_BYTES / 2**30:g} GiB beyond "
+                           "PyTorch itself", "")
+            else:  # "raised": a BaseException that is not an error (KeyboardInterrupt, GeneratorExit, ...)
+                self._fail(f"the model's code raised {value.rstrip(': ')}", "")
+
+    def _died(self):
+        self._process.join(5)
+        code = self._process.exitcode
+        how = (f"was killed by signal {-code}" if code is not None and code < 0
+               else f"exited the process with code {code}")
+        self._fail(f"the model's code {how}, before a result came back,", _NO_EXIT)
+
+    def _fail(self, what: str, advice: str):
+        printed = _printed(self._output)
+        self.close(kill=True)
+        raise MnistArchError(f"Model {self.label}: {what} while {PHASE_WORDS.get(self.phase, self.phase)} "
+                             f"(phase: {self.phase}).{advice}{printed}")
+
+    def close(self, kill: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._process.is_alive() and not kill:
+            try:
+                self._conn.send(None)
+                self._process.join(5)
+            except (BrokenPipeError, OSError):
+                pass
+        if self._process.is_alive():
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self._process.kill()
+            self._process.join(5)
+        self._conn.close()
+        try:
+            os.unlink(self._output)
+        except OSError:
+            pass
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def run_isolated(label: str, func: Callable[..., Any], *args: Any, timeout: float | None = DEFAULT_TIMEOUT,
+                 **worker: Any) -> Any:
+    """`func(*args)` in a fresh worker child; its result, or a MnistArchError."""
+    with Worker(label, timeout, **worker) as w:
+        return w.call(func, *args)

@@ -1,0 +1,346 @@
+"""Which models: one answer for every face (`check`, `summary`, `diff`, `bench`, `train`, the pytest plugin).
+
+A declared model is a name, a builder (a loader target such as `model.py:Net`), a spec and its recipes,
+wherever it was declared. There are two sources: a `[tool.mnist-arch]` table in the nearest
+pyproject.toml upwards from the current folder (found the way pytest finds its rootdir), and, where
+there is no such table, our own registry of reference architectures. A table entry may also name a
+registered model (`model = "micro_cnn"`) and override its spec.
+
+    [tool.mnist-arch]
+    data = "data"                   # optional: folder holding MNIST/raw/
+    timeout = 120                   # optional: seconds a model may spend in one phase (import, build, ...)
+    bench_batch_sizes = [1, 64]     # optional: forward benchmarks (`bench`, `pytest --benchmark-only`)
+    [tool.mnist-arch.models.net]
+    model = "model.py:Net"          # PATH.py:ATTR (relative to pyproject.toml), package.module:ATTR, or a
+                                    # registered name
+    params_below = 20000            # any spec field (mnist_arch.spec)
+    require_any = [["gap", "fc"]]
+    [tool.mnist-arch.models.net.train]
+    min_accuracy = 0.98             # optional quick training threshold
+
+Everything here is plain data; models are only ever built inside an isolated worker (`judge`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from mnist_arch.errors import MnistArchError
+from mnist_arch.spec import Recipe, Spec, parse_recipe_fields, parse_spec_fields
+
+TABLE = "tool.mnist-arch"
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_TRAIN_TIMEOUT = 1800.0
+DEFAULT_BENCH_BATCH_SIZES = (1, 64)
+#: Quick-training defaults for a [tool.mnist-arch.models.NAME.train] table: one epoch of Adam at batch 128.
+TRAIN_DEFAULTS = {"epochs": 1, "batch_size": 128, "optimizer": "adam", "lr": 1e-3}
+_PROJECT_KEYS = ("data", "timeout", "train_timeout", "bench_batch_sizes", "models")
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared model."""
+
+    name: str
+    target: str  # PATH.py:ATTR with an absolute path, or package.module:ATTR
+    spec: Spec  # with its recipes ("quick", "full")
+    source: str  # where it was declared, for messages
+    loss: str | None = None  # the training loss the declaration names; None: it follows the model's output
+    line: int = 0  # 0-based line of its table in pyproject.toml
+    error: str | None = None  # why the declaration is invalid: judging it reports this, the others still run
+
+    @property
+    def model_folder(self) -> Path | None:
+        source = self.target.rpartition(":")[0]
+        return Path(source).parent if source.endswith(".py") or os.sep in source else None
+
+
+@dataclass(frozen=True)
+class Project:
+    """The declared models of a repository (or of our registry) and the settings every face shares."""
+
+    path: Path | None  # the pyproject.toml holding the table; None for our registry
+    root: Path  # folder that relative paths and package.module targets resolve from
+    models: tuple[Declared, ...] = ()
+    data: Path | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    train_timeout: float = DEFAULT_TRAIN_TIMEOUT
+    bench_batch_sizes: tuple[int, ...] = DEFAULT_BENCH_BATCH_SIZES
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"{self.path} [{TABLE}]" if self.path else "the mnist-arch registry"
+
+    def select(self, names: Sequence[str]) -> list[Declared]:
+        """The declared models named (shell-style patterns allowed), all of them when none is named."""
+        if not names:
+            return list(self.models)
+        chosen: dict[str, Declared] = {}
+        for pattern in names:
+            hits = [m for m in self.models if fnmatch.fnmatchcase(m.name, pattern)]
+            if not hits:
+                known = ", ".join(m.name for m in self.models) or "none"
+                raise MnistArchError(f"No declared model is named {pattern!r} in {self.where}; declared models: "
+                                     f"{known}. A model of your own can also be given as --model PATH.py:ATTR.")
+            chosen.update((m.name, m) for m in hits)
+        return list(chosen.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and reading the table
+
+
+def find_pyproject(start: str | Path | None = None) -> Path | None:
+    """The nearest pyproject.toml with a [tool.mnist-arch] table, from `start` (default: the current
+    folder) upwards; None when there is none."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file() and read_table(candidate) is not None:
+            return candidate
+    return None
+
+
+def read_table(path: Path) -> Any:
+    """The [tool.mnist-arch] value of a pyproject.toml (None when it has none)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MnistArchError(f"{path} cannot be read: {exc}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        if "mnist-arch" not in path.read_text(encoding="utf-8", errors="replace"):
+            return None  # not ours to report
+        raise MnistArchError(f"{path} is not valid TOML: {exc}.") from None
+    tool = data.get("tool")
+    return tool.get("mnist-arch") if isinstance(tool, dict) else None
+
+
+def load_project(start: str | Path | None = None) -> Project:
+    """The project the current folder belongs to: its [tool.mnist-arch] table, or our registry."""
+    path = find_pyproject(start)
+    if path is None:
+        return registry_project(Path(start or Path.cwd()).resolve())
+    return parse_project(path, read_table(path))
+
+
+def _table_line(text: str, name: str) -> int:
+    header = re.compile(rf"\[\s*tool\s*\.\s*[\"']?mnist-arch[\"']?\s*\.\s*models\s*\.\s*[\"']?{re.escape(name)}"
+                        rf"[\"']?\s*\]")
+    return next((i for i, line in enumerate(text.splitlines()) if header.match(line.strip())), 0)
+
+
+def _number(value: Any, key: str, where: str, positive_int: bool = False) -> Any:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if positive_int:
+        ok = ok and isinstance(value, int)
+    if not ok:
+        kind = "a whole number of at least 1" if positive_int else "a positive, finite number of seconds"
+        raise MnistArchError(f"{where}: '{key}' must be {kind}, found {value!r}.")
+    return value
+
+
+def parse_project(path: Path, table: Any) -> Project:
+    where = f"{path} [{TABLE}]"
+    if not isinstance(table, dict):
+        raise MnistArchError(f"{where} must be a table.")
+    unknown = sorted(set(table) - set(_PROJECT_KEYS))
+    if unknown:
+        raise MnistArchError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; it may set "
+                             f"{', '.join(_PROJECT_KEYS[:-1])} and [{TABLE}.models.NAME] tables.")
+    root = path.parent.resolve()
+    data = table.get("data")
+    if data is not None and not isinstance(data, str):
+        raise MnistArchError(f"{where}: 'data' must be a folder name, found {data!r}.")
+    batches = table.get("bench_batch_sizes", list(DEFAULT_BENCH_BATCH_SIZES))
+    if not isinstance(batches, list) or not batches:
+        raise MnistArchError(f"{where}: 'bench_batch_sizes' must be a list such as [1, 64], found {batches!r}.")
+    models = table.get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(m, dict) for m in models.values()):
+        raise MnistArchError(f"{where}: declare each model as a table, [{TABLE}.models.NAME] with "
+                             "model = \"PATH.py:ATTR\" and its spec fields.")
+    text = path.read_text(encoding="utf-8")
+    return Project(
+        path=path, root=root,
+        models=tuple(_declared_or_invalid(path, root, name, fields, _table_line(text, name))
+                     for name, fields in models.items()),
+        data=root / data if data else None,
+        timeout=float(_number(table.get("timeout", DEFAULT_TIMEOUT), "timeout", where)),
+        train_timeout=float(_number(table.get("train_timeout", DEFAULT_TRAIN_TIMEOUT), "train_timeout", where)),
+        bench_batch_sizes=tuple(_number(b, "bench_batch_sizes", where, positive_int=True) for b in batches),
+    )
+
+
+def _declared_or_invalid(path: Path, root: Path, name: str, fields: dict[str, Any], line: int) -> Declared:
+    try:
+        return _declared(path, root, name, fields, line)
+    except MnistArchError as exc:
+        return Declared(name, "", Spec(), f"{path} [{TABLE}.models.{name}]", line=line, error=str(exc))
+
+
+def _declared(path: Path, root: Path, name: str, fields: dict[str, Any], line: int) -> Declared:
+    where = f"{path} [{TABLE}.models.{name}]"
+    fields = dict(fields)
+    model = fields.pop("model", None)
+    train = fields.pop("train", None)
+    if not isinstance(model, str) or not model:
+        raise MnistArchError(f"{where} needs model = \"PATH.py:ATTR\" (relative to pyproject.toml), "
+                             f"\"package.module:ATTR\" or a registered model's name, found {model!r}.")
+    changes = parse_spec_fields(fields, where)
+    if ":" in model:
+        target, base = resolve_target(model, root), Spec()
+    else:  # a registered model, with the table's overrides
+        registered = registry_project(root).select([model]) if not any(c in model for c in "*?[") else []
+        if len(registered) != 1:
+            raise MnistArchError(f"{where}: model = {model!r} is neither PATH.py:ATTR nor package.module:ATTR "
+                                 "nor the name of one registered model.")
+        target, base = registered[0].target, registered[0].spec
+    spec = base.with_changes(changes).replace(source=where)
+    loss = None
+    if train is not None:
+        recipe = parse_recipe_fields(train, f"{where[:-1]}.train]", TRAIN_DEFAULTS)
+        loss = train.get("loss") if isinstance(train, dict) else None
+        spec = spec.replace(recipes={**spec.recipes, "quick": recipe})
+    return Declared(name, target, spec, where, loss, line)
+
+
+def resolve_target(target: str, root: Path) -> str:
+    """A loader target with its PATH.py made absolute against `root` (package.module:ATTR unchanged)."""
+    from mnist_arch.loader import is_file_target
+
+    source, sep, attr = target.rpartition(":")
+    if sep and is_file_target(source) and not Path(source).is_absolute():
+        source = str((root / source).resolve())
+    return f"{source}{sep}{attr}"
+
+
+def registry_project(root: Path) -> Project:
+    """Our reference architectures as a project: each registered builder is a target like any other.
+    The registry imports torch; a parent that has not imported it yet (the command line) reads the
+    registry through a worker, whose fork server imports torch anyway, and so starts a second sooner."""
+    if "torch" in sys.modules:
+        models = registered_models()
+    else:
+        from mnist_arch.isolate import run_isolated
+
+        models = run_isolated("the registry", registered_models)
+    return Project(path=None, root=root, models=tuple(models))
+
+
+def registered_models() -> list[Declared]:
+    from mnist_arch.registry import builder_target, get_spec, list_models
+
+    models = []
+    for name in list_models():
+        spec = get_spec(name)
+        recipe = spec.recipes.get("full") or spec.recipes.get("quick")
+        models.append(Declared(name, builder_target(name), spec, spec.source, recipe.loss if recipe else None))
+    return models
+
+
+def adhoc(target: str, root: Path) -> Declared:
+    """A model given on the command line (--model PATH.py:ATTR), judged against the spec it is given."""
+    return Declared(target, resolve_target(target, root), Spec(source="the command line"), "--model " + target)
+
+
+def training_recipe(model: Declared, recipe_name: str, final_activation: str | None) -> Recipe:
+    """The recipe to train with. Where the declaration names no loss, the loss follows the model's
+    output: NLL for log-softmax, cross-entropy for logits (and for softmax, which the lint reports)."""
+    recipe = model.spec.recipes[recipe_name]
+    if model.loss is None:
+        recipe = replace(recipe, loss="nll" if final_activation == "log_softmax" else "cross_entropy")
+    return recipe
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging behind the wall
+
+
+def worker_options(project: Project, model: Declared) -> dict[str, Any]:
+    """Where a model's worker runs: the project's folder, with it (and the model's own folder) importable."""
+    extra = [str(project.root)] + ([str(model.model_folder)] if model.model_folder else [])
+    return {"cwd": project.root, "extra_path": extra}
+
+
+def check_declared(model: Declared, changes: Mapping[str, Any] | None = None):
+    """In the worker: build the model and judge it (a checks.Report)."""
+    from mnist_arch.checks import check_model
+    from mnist_arch.loader import load_model
+
+    spec = model.spec.with_changes(changes or {})
+    return check_model(load_model(model.target), spec, name=model.name, loss=model.loss)
+
+
+def judge_all(project: Project, models: Sequence[Declared], changes: Mapping[str, Any] | None = None,
+              timeout: float | None = None) -> list[Any]:
+    """Each model's report, or the MnistArchError that says why it could not be judged, in order. Two
+    workers at a time (one thread each), as many as the machine has cores, up to two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(model: Declared) -> Any:
+        try:
+            return judge(project, model, changes, timeout)
+        except MnistArchError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+        return list(pool.map(one, models))
+
+
+def judge(project: Project, model: Declared, changes: Mapping[str, Any] | None = None,
+          timeout: float | None = None):
+    """A model's report, computed in an isolated worker (see mnist_arch.isolate)."""
+    from mnist_arch.isolate import run_isolated
+
+    if model.error:
+        raise MnistArchError(model.error)
+    return run_isolated(model.name, check_declared, model, dict(changes or {}),
+                        timeout=project.timeout if timeout is None else timeout, **worker_options(project, model))
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward benchmarks behind the wall (the pytest plugin's `forward[B]` items)
+
+_FORWARD: dict[str, Any] = {}  # in a worker: the model and its input batch
+
+
+def forward_repeats(batch_size: int) -> int:
+    """Forward passes per timed call: at least 64 images, so the worker round trip stays small."""
+    return max(1, math.ceil(64 / batch_size))
+
+
+def load_for_forward(model: Declared, batch_size: int) -> None:
+    """In the worker: build the model in eval mode with a fixed input batch."""
+    import torch
+
+    from mnist_arch.checks import example_input
+    from mnist_arch.loader import load_model
+
+    torch.manual_seed(0)
+    _FORWARD.update(model=load_model(model.target).eval(), x=example_input(batch_size, model.spec.input_shape))
+    run_forwards(1)
+
+
+def run_forwards(repeats: int) -> None:
+    """In the worker: `repeats` forward passes of the loaded model."""
+    import torch
+
+    from mnist_arch.isolate import phase
+
+    phase("forward")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            _FORWARD["model"](_FORWARD["x"])
