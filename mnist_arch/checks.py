@@ -305,6 +305,9 @@ def _spatial(t: torch.Tensor | None) -> str:
     return "x".join(str(n) for n in t.shape[2:]) if t is not None and t.dim() > 2 else "?"
 
 
+_OTHER_NORMS = {"group_norm", "instance_norm", "layer_norm", "local_response_norm", "rms_norm", "normalize"}
+
+
 def near_miss(feature: str, calls: list[Call]) -> str:
     """'; the closest that ran: ...' for a required feature that is missing, naming what did run and why it
     does not count ('' when nothing came close)."""
@@ -336,8 +339,7 @@ def near_miss(feature: str, calls: list[Call]) -> str:
         elif feature == "dropout" and call.name in _DROPOUT_CALLS and not _is_dropout(call):
             misses.append(f"{call.name} with p = {call.arg(1, 'p', 0.5)}"
                           + ("" if call.arg(2, "training", True) else " and training=False"))
-        elif feature == "batchnorm" and call.name in ("group_norm", "instance_norm", "layer_norm", "local_response_norm",
-                                                      "rms_norm", "normalize"):
+        elif feature == "batchnorm" and call.name in _OTHER_NORMS:
             misses.append(f"{call.name}, a norm that is not batch norm")
         elif feature == "fc" and call.name in _CONV_CALLS and out is not None and _spatial(out) in ("1", "1x1"):
             misses.append(f"{call.name} to a {_spatial(out)} map (a convolution, not a fully connected layer)")
@@ -487,6 +489,14 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
                 measured, expected = {"shape": got, "params": own}, {"shape": expected, "params": layer.params}
                 message += f"; {own:,} parameters, declared {layer.params:,}"
             add(f"layer.{layer.name}", ok, measured, expected, message)
+
+    # Receptive fields, from the calls one forward pass makes (mnist_arch.receptive)
+    layer_rfs = {layer.name: layer.receptive_field for layer in spec.layers if layer.receptive_field is not None}
+    if spec.min_receptive_field is not None or layer_rfs:
+        from mnist_arch.receptive import receptive_field_checks  # here: receptive imports this module
+
+        for rf_check in receptive_field_checks(model, spec.input_shape, spec.min_receptive_field, layer_rfs, name):
+            add(*rf_check)
 
     # What runs in a training-mode forward pass (the lints always look at it)
     final = None

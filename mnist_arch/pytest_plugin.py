@@ -89,8 +89,15 @@ def pytest_collect_file(file_path: Path, parent):
     state = getattr(parent.config, "_mnist_arch", None)
     if not state or state["file"] is None or file_path.resolve() != state["file"].resolve():
         return None  # only the project's own pyproject.toml, not one of a vendored package
-    state["collected"] = True
     return ComplianceFile.from_parent(parent, path=file_path)
+
+
+def pytest_collection_finish(session):
+    state = getattr(session.config, "_mnist_arch", None)
+    if state and state["file"] is not None:
+        # An xdist controller collects nothing itself; its workers report, so it says nothing.
+        controller = session.config.pluginmanager.has_plugin("dsession")
+        state["collected"] = controller or any(item.path == state["file"] for item in session.items)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -101,8 +108,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(line)
     if state and state["file"] is not None and not state["collected"]:
         terminalreporter.write_line(
-            f"mnist-arch: {state['file']} declares models in [{TABLE}], but this run did not collect them "
-            "(single tests were selected). Run `pytest pyproject.toml` (or a plain `pytest`) to judge them.",
+            f"mnist-arch: {state['file']} declares models in [{TABLE}], but this run did not collect their "
+            "items (single tests were selected, or they were deselected). Run `pytest pyproject.toml` (or a "
+            "plain `pytest`) to judge them.",
             yellow=True)
 
 

@@ -98,7 +98,7 @@ def test_list_and_summary(capsys):
     code, out, _ = run(capsys, "list", "*micro*")
     assert code == 0 and out.split()[0] == "micro_cnn" and "9,594" in out
     code, out, _ = run(capsys, "summary", "wide_cnn")
-    assert code == 0 and "11,705,450" in out and "48.01" in out
+    assert code == 0 and "11,705,450" in out and "48,013,802" in out and "receptive field" in out
 
 
 def test_console_script_no_traceback(user_models):
