@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ from torch.nn.parameter import UninitializedParameter
 from torch.overrides import TorchFunctionMode
 
 from mnist_arch.errors import MnistArchError
+from mnist_arch.report import Check, Report
 from mnist_arch.spec import FEATURES, Spec
 
 #: Batch sizes the output-shape check runs in eval mode.
@@ -39,39 +40,6 @@ _CONV_CALLS = {"conv1d", "conv2d", "conv3d"}
 
 # ---------------------------------------------------------------------------------------------
 # Results
-
-
-@dataclass
-class Check:
-    id: str
-    passed: bool
-    measured: Any
-    expected: Any
-    message: str
-    warning: bool = False  # a lint that is reported but does not fail the model
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "passed": self.passed, "measured": self.measured,
-                "expected": self.expected, "message": self.message}
-
-
-@dataclass
-class Report:
-    name: str
-    params: int
-    trainable_params: int
-    mult_adds: int | None
-    checks: list[Check] = field(default_factory=list)
-    final_activation: str | None = None  # what produced the output (not in the JSON contract)
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params, "trainable_params": self.trainable_params,
-                "mult_adds": self.mult_adds, "passed": self.passed,
-                "checks": [c.to_dict() for c in self.checks]}
 
 
 # ---------------------------------------------------------------------------------------------

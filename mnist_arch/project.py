@@ -24,6 +24,7 @@ Everything here is plain data; models are only ever built inside an isolated wor
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import os
 import re
@@ -74,12 +75,16 @@ class Project:
 
     path: Path | None  # the pyproject.toml holding the table; None for our registry
     root: Path  # folder that relative paths and package.module targets resolve from
-    models: tuple[Declared, ...] = ()
+    declared: tuple[Declared, ...] | None = None  # None: our registry's, read when first asked for
     data: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     train_timeout: float = DEFAULT_TRAIN_TIMEOUT
     bench_batch_sizes: tuple[int, ...] = DEFAULT_BENCH_BATCH_SIZES
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def models(self) -> tuple[Declared, ...]:
+        return self.declared if self.declared is not None else tuple(registered_models_here())
 
     @property
     def where(self) -> str:
@@ -175,8 +180,8 @@ def parse_project(path: Path, table: Any) -> Project:
     text = path.read_text(encoding="utf-8")
     return Project(
         path=path, root=root,
-        models=tuple(_declared_or_invalid(path, root, name, fields, _table_line(text, name))
-                     for name, fields in models.items()),
+        declared=tuple(_declared_or_invalid(path, root, name, fields, _table_line(text, name))
+                       for name, fields in models.items()),
         data=root / data if data else None,
         timeout=float(_number(table.get("timeout", DEFAULT_TIMEOUT), "timeout", where)),
         train_timeout=float(_number(table.get("train_timeout", DEFAULT_TRAIN_TIMEOUT), "train_timeout", where)),
@@ -228,16 +233,18 @@ def resolve_target(target: str, root: Path) -> str:
 
 
 def registry_project(root: Path) -> Project:
-    """Our reference architectures as a project: each registered builder is a target like any other.
-    The registry imports torch; a parent that has not imported it yet (the command line) reads the
+    """Our reference architectures as a project: each registered builder is a target like any other."""
+    return Project(path=None, root=root)
+
+
+def registered_models_here() -> list[Declared]:
+    """The registry imports torch; a parent that has not imported it yet (the command line) reads the
     registry through a worker, whose fork server imports torch anyway, and so starts a second sooner."""
     if "torch" in sys.modules:
-        models = registered_models()
-    else:
-        from mnist_arch.isolate import run_isolated
+        return registered_models()
+    from mnist_arch.isolate import run_isolated
 
-        models = run_isolated("the registry", registered_models)
-    return Project(path=None, root=root, models=tuple(models))
+    return run_isolated("the registry", registered_models)
 
 
 def registered_models() -> list[Declared]:
@@ -282,6 +289,46 @@ def check_declared(model: Declared, changes: Mapping[str, Any] | None = None):
 
     spec = model.spec.with_changes(changes or {})
     return check_model(load_model(model.target), spec, name=model.name, loss=model.loss)
+
+
+def train_declared(model, recipe_name, recipe, seed, epochs, device, time_budget, data_dir, plots, save, threads):
+    """In the worker: one seeded run of a declared model's recipe, one note per epoch."""
+    import torch
+
+    from mnist_arch.data import load_mnist
+    from mnist_arch.isolate import note, phase
+    from mnist_arch.loader import load_model
+    from mnist_arch.train import resolve_device, save_checkpoint, train_model
+
+    dev = resolve_device(device)
+    data = load_mnist(data_dir, device=dev)
+    torch.manual_seed(seed)  # the initial weights too: a seed repeats the whole run
+    built = load_model(model.target)
+    phase("train")
+
+    def on_epoch(e) -> None:
+        phase("train")  # the time limit applies to each epoch
+        note(f"{model.name} epoch {e.epoch:3}  train loss {e.train_loss:.4f}  acc {e.train_accuracy:.2%}  test loss "
+             f"{e.test_loss:.4f}  acc {e.test_accuracy:.2%}  lr {e.lr:.5f}  {e.seconds:.1f}s")
+
+    result = train_model(built, recipe, data, name=model.name, recipe_name=recipe_name, epochs=epochs, seed=seed,
+                         device=dev, time_budget=time_budget, progress=False, on_epoch=on_epoch, threads=threads)
+    if plots:
+        from mnist_arch.plots import save_plots
+
+        save_plots(result, data.test_images, data.test_labels, plots)
+    if save:
+        save_checkpoint(save, built, model.spec, result)
+    result.test_predictions = result.test_predictions.cpu() if result.test_predictions is not None else None
+    return result
+
+
+def summary_rows(model: Declared, shape: Sequence[int]) -> list:
+    """In the worker: one row per module (plain picklable dataclasses, sent back to the parent)."""
+    from mnist_arch.layer_table import layer_table
+    from mnist_arch.loader import load_model
+
+    return layer_table(load_model(model.target), shape, model.name)
 
 
 def judge_all(project: Project, models: Sequence[Declared], changes: Mapping[str, Any] | None = None,

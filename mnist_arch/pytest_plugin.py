@@ -239,15 +239,16 @@ class TrainingItem(_Item):
     def runtest(self):
         from mnist_arch.errors import MnistArchError
         from mnist_arch.isolate import run_isolated
-        from mnist_arch.project import worker_options
+        from mnist_arch.project import train_declared, worker_options
 
         node, project = self.parent, self.parent.parent.project
         try:
-            result = run_isolated(node.name, _train, node.model, self.recipe, str(self.parent.parent.data_root()),
-                                  timeout=project.train_timeout, threads=None, **worker_options(project, node.model))
+            result = run_isolated(node.name, train_declared, node.model, "quick", self.recipe, 0, None, "auto", None,
+                                  str(self.parent.parent.data_root()), None, None, None,
+                                  timeout=project.train_timeout, **worker_options(project, node.model))
         except MnistArchError as exc:
             raise ComplianceFailure(str(exc)) from None
-        accuracy, seconds = result
+        accuracy, seconds = result.test_accuracy, result.seconds
         loss = f"{self.recipe.loss}{' (the default for its output)' if self.default_loss else ''}"
         summary = (f"test accuracy {accuracy:.2%} after {self.recipe.epochs} epoch(s) in {seconds:.1f} s, loss "
                    f"{loss}; declared at least {self.recipe.min_accuracy:.2%}")
@@ -263,24 +264,6 @@ def _training_unavailable(root: Path | None) -> str | None:
         return (f"no MNIST copy{f' at {root}/MNIST/raw' if root else ''}: pass --mnist-arch-data DIR, set "
                 f"{DATA_ENV}, or set data = \"DIR\" in [{TABLE}] (DIR must contain MNIST/raw/)")
     return None
-
-
-def _train(model, recipe, data_root: str) -> tuple[float, float]:
-    """In the worker: (test accuracy, seconds) after training the declared model with `recipe`."""
-    import torch
-
-    from mnist_arch.data import load_mnist
-    from mnist_arch.isolate import phase
-    from mnist_arch.loader import load_model
-    from mnist_arch.train import resolve_device, train_model
-
-    torch.manual_seed(0)  # repeatable initial weights
-    built = load_model(model.target)
-    phase("train")
-    device = resolve_device("auto")
-    data = load_mnist(data_root, device=device)
-    result = train_model(built, recipe, data, name=model.name, seed=0, device=device, progress=False)
-    return float(result.test_accuracy), float(result.seconds)
 
 
 def _forward_benchmark(benchmark, request):

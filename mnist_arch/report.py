@@ -1,11 +1,47 @@
-"""Render compliance reports as a terminal table, JSON, or Markdown (for a pull-request comment or a
-GitHub job summary)."""
+"""A compliance report (what `mnist_arch.checks.check_model` returns, plain data that crosses the worker's
+pipe) and its renderings: a terminal table, JSON, or Markdown (for a pull-request comment or a GitHub job
+summary). No torch here: the command line's own process never imports it."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from typing import Any
 
-from mnist_arch.checks import Check, Report
+
+@dataclass
+class Check:
+    id: str
+    passed: bool
+    measured: Any
+    expected: Any
+    message: str
+    warning: bool = False  # a lint that is reported but does not fail the model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "passed": self.passed, "measured": self.measured,
+                "expected": self.expected, "message": self.message}
+
+
+@dataclass
+class Report:
+    name: str
+    params: int
+    trainable_params: int
+    mult_adds: int | None
+    checks: list[Check] = field(default_factory=list)
+    final_activation: str | None = None  # what produced the output (not in the JSON contract)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "trainable_params": self.trainable_params,
+                "mult_adds": self.mult_adds, "passed": self.passed,
+                "checks": [c.to_dict() for c in self.checks]}
+
+
 
 
 def _verdict(check: Check) -> str:
