@@ -2,7 +2,11 @@
 
 One implementation measures: `prepare` turns (model, path, batch size, device) into a `Prepared`
 callable that runs one forward pass on a static input batch; pytest-benchmark times that callable
-(`benchmarks/test_throughput.py`) and so does `time_callable` for `mnist-arch bench`.
+(`benchmarks/test_throughput.py`) and so does `time_callable` in `run_benchmarks`. A model is a registered
+name or a built `Subject` (a name, a module, its input shape and spec), whatever declared it. `mnist-arch
+bench` measures the declared models of a project (`bench_project`): the peak once, in this process, then
+each model built and measured by `run_benchmarks` in its own isolated worker (`bench_declared`, see
+mnist_arch.isolate), so a user's model that exits, prints or hangs cannot reach the report.
 
 Paths. `eager` is the model in eval mode, fp32, under `torch.inference_mode()`. A fast path is
 `eager` plus modifiers joined by "+" (e.g. `channels_last+bf16`), applied in this order:
@@ -66,6 +70,7 @@ import torch.nn as nn
 from mnist_arch import data
 from mnist_arch.checks import example_input
 from mnist_arch.errors import MnistArchError
+from mnist_arch.isolate import phase
 from mnist_arch.spec import MNIST_MEAN_STD, Recipe
 from mnist_arch.train import compute_loss, make_optimizer, resolve_device
 
@@ -128,15 +133,46 @@ def input_batch(batch_size: int, input_shape: Sequence[int] = (1, 28, 28),
     return example_input(batch_size, input_shape), "random"
 
 
-def _build(model: str | nn.Module, seed: int,
-           weights: str | None = None) -> tuple[nn.Module, str, tuple[int, ...], Any]:
-    """A private copy of the model (the caller's module is never changed), its name, input shape, spec."""
+@dataclass(frozen=True)
+class Subject:
+    """A model to measure, wherever it came from (our registry, a user's table, a test): its name, the
+    built module (never changed: every path and batch size starts from a copy of it), the input shape
+    of one image and its spec (whose recipes a training step follows; None when it has none)."""
+
+    name: str
+    module: nn.Module
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    spec: Any = None
+
+
+def subject(model: str | nn.Module | Subject, seed: int = 0, weights: str | None = None) -> Subject:
+    """A registered name, a bare module or a Subject, as a Subject."""
+    if isinstance(model, Subject):
+        return model
     if isinstance(model, nn.Module):
-        return copy.deepcopy(model), type(model).__name__, (1, 28, 28), None
+        return Subject(type(model).__name__, model)
     from mnist_arch.registry import get_spec
 
     spec = get_spec(model)
-    return copy.deepcopy(_pristine(model, seed, weights)), model, tuple(spec.input_shape), spec
+    return Subject(model, _pristine(model, seed, weights), tuple(spec.input_shape), spec)
+
+
+def _build(model: str | nn.Module | Subject, seed: int,
+           weights: str | None = None) -> tuple[nn.Module, str, tuple[int, ...], Any]:
+    """A private copy of the model (the caller's module is never changed), its name, input shape, spec."""
+    s = subject(model, seed, weights)
+    return copy.deepcopy(s.module), s.name, tuple(s.input_shape), s.spec
+
+
+def load_weights(model: nn.Module, name: str, weights: str) -> nn.Module:
+    """`model` with the trained weights of a checkpoint written by `mnist-arch train --save` for `name`."""
+    from mnist_arch.train import load_checkpoint
+
+    checkpoint = load_checkpoint(weights)
+    if checkpoint.get("model") != name:
+        raise MnistArchError(f"Checkpoint {weights} holds weights of {checkpoint.get('model')!r}, not {name!r}.")
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
 
 
 @functools.lru_cache(maxsize=2)
@@ -145,17 +181,11 @@ def _pristine(name: str, seed: int, weights: str | None = None) -> nn.Module:
     written by `mnist-arch train --save`; built once: building parallel_cnn's 28.6M weights takes
     longer than copying them, and every path and batch size starts from a copy."""
     from mnist_arch.registry import create_model
-    from mnist_arch.train import load_checkpoint
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_model(name)
-    if weights is not None:
-        checkpoint = load_checkpoint(weights)
-        if checkpoint.get("model") != name:
-            raise MnistArchError(f"Checkpoint {weights} holds weights of {checkpoint.get('model')!r}, not {name!r}.")
-        model.load_state_dict(checkpoint["state_dict"])
-    return model
+    return model if weights is None else load_weights(model, name, weights)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,10 +218,10 @@ class Prepared:
         return out
 
 
-def prepare(model: str | nn.Module, path: str = "eager", batch_size: int = 64,
+def prepare(model: str | nn.Module | Subject, path: str = "eager", batch_size: int = 64,
             device: str | torch.device = "cpu", *, data_dir: str | Path | None = None,
             input_shape: Sequence[int] | None = None, seed: int = 0, weights: str | None = None) -> Prepared:
-    """Build a forward-pass callable for `model` (a registered name or any nn.Module) on `path`;
+    """Build a forward-pass callable for `model` (a registered name, any nn.Module or a Subject) on `path`;
     `weights`: a checkpoint of trained weights for a registered model (else seeded random init).
 
     Raises `PathUnavailable` (with the reason) where the path cannot run here, `MnistArchError` for
@@ -277,7 +307,7 @@ def train_recipe(spec: Any) -> Any:
     return recipes.get("full") or recipes.get("quick")
 
 
-def prepare_train_step(model: str | nn.Module, batch_size: int | None = None,
+def prepare_train_step(model: str | nn.Module | Subject, batch_size: int | None = None,
                        device: str | torch.device = "cpu", *, recipe: Any = None,
                        seed: int = 0) -> Prepared:
     """One training step (forward, loss, backward, optimizer step) on a static random batch.
@@ -531,6 +561,7 @@ class BenchResult:
     meta: dict[str, Any]
     peaks: Peaks | None
     rows: list[Row]
+    errors: list[str] = field(default_factory=list)  # models that could not be measured, and why (stderr)
 
     def to_dict(self) -> dict[str, Any]:
         return {"meta": self.meta, "peaks": asdict(self.peaks) if self.peaks else None,
@@ -549,47 +580,123 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def run_benchmarks(names: Sequence[str], batch_sizes: Sequence[int] = BATCH_SIZES,
+def _meta(dev: torch.device, min_time: float, weights: dict[str, str], threads: int) -> dict[str, Any]:
+    return {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__, "weights": weights,
+            "threads": threads, "min_time_s": min_time,
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if dev.type == "cuda" else None}
+
+
+def run_benchmarks(models: Sequence[str | Subject], batch_sizes: Sequence[int] = BATCH_SIZES,
                    paths: Sequence[str] | None = None, device: str | torch.device = "auto",
                    min_time: float = 0.5, train: bool = False, data_dir: str | Path | None = None,
                    progress: Callable[[str], None] | None = None, measure_peak: bool = True,
-                   weights: dict[str, str] | None = None) -> BenchResult:
-    """Peaks, then every (model, path, batch size) forward row, then (with `train`) a training row per
-    model; rows whose path cannot run here are kept with the reason in `skipped`. `weights` maps a
-    model name to a checkpoint of trained weights (`mnist-arch train --save`)."""
+                   weights: dict[str, str] | None = None, peaks: Peaks | None = None) -> BenchResult:
+    """In this process: the peak (unless `peaks` is given or `measure_peak` is off), then every (model,
+    path, batch size) forward row, then (with `train`) a training row per model; rows whose path cannot
+    run here are kept with the reason in `skipped`. `models` are registered names or built `Subject`s,
+    measured by the same code whatever their source; `weights` maps a registered name to a checkpoint of
+    trained weights (`mnist-arch train --save`). A user's model is measured behind the wall instead:
+    `bench_declared`."""
     weights = weights or {}
     dev = resolve_device(device)
     paths = [parse_path(p) for p in (paths or default_paths(dev))]
-    for name in names:  # an unknown name fails now, not after the peak measurement
-        registered_work(name)
+    # an unknown name or a wrong checkpoint fails now, not after the peak measurement
+    subjects = [subject(m, 0, weights.get(m) if isinstance(m, str) else None) for m in models]
     say = progress or (lambda _msg: None)
-    meta = {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__, "weights": weights,
-            "threads": torch.get_num_threads(), "min_time_s": min_time,
-            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if dev.type == "cuda" else None}
-    peaks = None
-    if measure_peak:
+    meta = _meta(dev, min_time, weights, torch.get_num_threads())
+    if peaks is None and measure_peak:
         say(f"peak: matmul fp32/bf16 and copy bandwidth on {dev}")
         peaks = measure_peaks(dev, min_time=min_time)
     rows: list[Row] = []
-    for name in names:
-        work = registered_work(name)
+    for s in subjects:
+        phase("bench")
+        work = work_per_image(copy.deepcopy(s.module), s.input_shape)
         for path in paths:
             for b in batch_sizes:
-                say(f"{name} {path} batch {b}")
+                say(f"{s.name} {path} batch {b}")
+                phase("bench")  # each row has the whole time limit (compiling can take a while)
                 try:
-                    prepared = prepare(name, path, b, dev, data_dir=data_dir, weights=weights.get(name))
+                    prepared = prepare(s, path, b, dev, data_dir=data_dir)
                 except PathUnavailable as exc:
-                    rows.append(Row(model=str(name), kind="forward", path=path, device=str(dev),
+                    rows.append(Row(model=s.name, kind="forward", path=path, device=str(dev),
                                     dtype="bf16" if "bf16" in path else "fp32", batch_size=b, skipped=str(exc)))
                     continue
                 rows.append(measure(prepared, min_time, peaks, work=work))
                 del prepared
         if train:
-            say(f"{name} training step")
-            prepared = prepare_train_step(name, device=dev)
+            say(f"{s.name} training step")
+            phase("bench")
+            prepared = prepare_train_step(s, device=dev)
             rows.append(measure(prepared, min_time, peaks, work=work))
     classify(rows, peaks)
     return BenchResult(meta, peaks, rows)
+
+
+def bench_declared(model: Any, batch_sizes: Sequence[int], paths: Sequence[str], device: str, min_time: float,
+                   peaks: Peaks | None, train: bool, data_dir: str | None, weights: str | None) -> list[Row]:
+    """In an isolated worker: build a declared model (`mnist_arch.project.Declared`) with seeded random
+    weights (the seed `prepare` gives a registered one), or a checkpoint's, and measure it."""
+    from mnist_arch.isolate import note
+    from mnist_arch.loader import load_model
+
+    torch.manual_seed(0)
+    built = load_model(model.target)
+    if any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in built.modules()):
+        phase("forward")  # lazy layers get their weights on the first call: give them those first
+        with torch.no_grad():
+            built.eval()(example_input(1, model.spec.input_shape))
+    if weights is not None:
+        load_weights(built, model.name, weights)
+    s = Subject(model.name, built, tuple(model.spec.input_shape), model.spec)
+    return run_benchmarks([s], batch_sizes, paths, device, min_time, train, data_dir, progress=note,
+                          measure_peak=False, peaks=peaks).rows
+
+
+def bench_project(project: Any, models: Sequence[Any], batch_sizes: Sequence[int] | None = None,
+                  paths: Sequence[str] | None = None, device: str | torch.device = "auto", min_time: float = 0.5,
+                  train: bool = False, data_dir: str | Path | None = None, weights: dict[str, str] | None = None,
+                  timeout: float | None = None, threads: int | None = None,
+                  progress: Callable[[str], None] | None = None, measure_peak: bool = True) -> BenchResult:
+    """The declared models of a project (`mnist_arch.project`), each measured by `bench_declared` in its
+    own isolated worker, one after the other (so no two share the cores), against a peak measured once,
+    here. `batch_sizes` default to the project's `bench_batch_sizes` (our registry: `BATCH_SIZES`);
+    `timeout` (default: the project's) applies to each row; workers run `threads` torch threads (default:
+    this process's). A model that cannot be measured leaves its reason in `errors`; the others still run."""
+    from mnist_arch.isolate import Worker
+    from mnist_arch.project import worker_options
+
+    weights = weights or {}
+    dev = resolve_device(device)
+    paths = [parse_path(p) for p in (paths or default_paths(dev))]
+    if batch_sizes is None:
+        batch_sizes = project.bench_batch_sizes if project.path is not None else BATCH_SIZES
+    threads = threads or torch.get_num_threads()
+    names = [m.name for m in models]
+    for name, checkpoint in weights.items():
+        if name not in names:
+            raise MnistArchError(f"Checkpoint {checkpoint} holds weights of {name!r}, which is not among the models "
+                                 f"benchmarked ({', '.join(names) or 'none'}); name it: mnist-arch bench {name}.")
+    say = progress or (lambda _msg: None)
+    peaks = None
+    if measure_peak:
+        say(f"peak: matmul fp32/bf16 and copy bandwidth on {dev}")
+        peaks = measure_peaks(dev, min_time=min_time)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()  # the workers need the memory the peak's tensors held
+    rows: list[Row] = []
+    errors: list[str] = []
+    for model in models:
+        try:
+            if model.error:
+                raise MnistArchError(model.error)
+            with Worker(model.name, project.timeout if timeout is None else timeout, threads=threads,
+                        on_note=say, **worker_options(project, model)) as worker:
+                rows += worker.call(bench_declared, model, tuple(batch_sizes), paths, str(dev), min_time, peaks,
+                                    train, None if data_dir is None else str(data_dir), weights.get(model.name))
+        except MnistArchError as exc:
+            errors.append(str(exc))
+    classify(rows, peaks)
+    return BenchResult(_meta(dev, min_time, weights, threads), peaks, rows, errors)
 
 
 # ---------------------------------------------------------------------------------------------

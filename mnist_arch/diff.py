@@ -1,10 +1,12 @@
-"""How a change moves the numbers: parameter counts and mult-adds of every registered architecture at a
-git revision against the working tree, with the working tree's budget verdicts (`mnist-arch diff`).
+"""How a change moves the numbers: parameters, trainable parameters, mult-adds and the verdict of every
+declared model (mnist_arch.project: a repository's [tool.mnist-arch] table, or our registry) at a git
+revision against the working tree, with the working tree's budget verdicts (`mnist-arch diff`).
 
 The base side is built from a temporary `git worktree` of the revision (the user's files are never
-touched) and judged by the revision's *own* code, `python -m mnist_arch.cli check --format json`, so a
-base that declared different models or budgets is read as it was. The head side is this process's
-registry, judged in-process. Both sides meet as the `check --format json` model entries.
+touched) and judged by the revision's *own* table and code, `python -m mnist_arch.cli check --format json`
+in the same folder of that worktree, so a base that declared different models or budgets is read as it
+was. The head side is the working tree's project, judged in isolated workers (mnist_arch.isolate). Both
+sides meet as the `check --format json` model entries.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from mnist_arch.errors import MnistArchError
 from mnist_arch.report import count_text, md_cell
 
 #: The checks that are budgets: a diff fails when one of them fails on the head side.
-BUDGET_CHECKS = ("params.max", "params.exact", "mult_adds.max", "mult_adds.exact")
+BUDGET_CHECKS = ("params.max", "params.below", "params.exact", "mult_adds.max", "mult_adds.exact")
+#: The numbers compared, as `check --format json` names them.
+NUMBERS = ("params", "trainable_params", "mult_adds")
 
 HEAD_LABEL = "working tree"
 
@@ -49,15 +53,15 @@ class ModelDiff:
             return "added"
         if self.head is None:
             return "removed"
-        same = all(self.base.get(k) == self.head.get(k) for k in ("params", "mult_adds"))
+        same = all(self.base.get(k) == self.head.get(k) for k in (*NUMBERS, "passed"))
         return "unchanged" if same else "changed"
 
-    def value(self, side: str, key: str) -> int | None:
+    def value(self, side: str, key: str) -> Any:
         entry = self.base if side == "base" else self.head
         return None if entry is None else entry.get(key)
 
     def delta(self, key: str) -> int | None:
-        """head - base for "params" or "mult_adds"; None when either side is unknown."""
+        """head - base for one of NUMBERS; None when either side is unknown."""
         base, head = self.value("base", key), self.value("head", key)
         return None if base is None or head is None else head - base
 
@@ -81,8 +85,9 @@ class ModelDiff:
             return {"base": self.value("base", key), "head": self.value("head", key), "delta": self.delta(key),
                     "delta_percent": None if pct is None else round(pct, 4)}
 
-        return {"name": self.name, "status": self.status, "params": numbers("params"),
-                "mult_adds": numbers("mult_adds"), "within_budget": self.within_budget,
+        return {"name": self.name, "status": self.status, **{key: numbers(key) for key in NUMBERS},
+                "passed": {"base": self.value("base", "passed"), "head": self.value("head", "passed")},
+                "within_budget": self.within_budget,
                 "budgets": [{k: c.get(k) for k in ("id", "passed", "measured", "expected", "message")}
                             for c in self.budgets]}
 
@@ -92,6 +97,7 @@ class Diff:
     base_ref: str  # as the user wrote it, e.g. "origin/main"
     base_commit: str  # the full hash it resolved to
     models: list[ModelDiff]
+    note: str | None = None  # e.g. why the base side has no models
 
     @property
     def passed(self) -> bool:
@@ -99,7 +105,7 @@ class Diff:
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": {"ref": self.base_ref, "commit": self.base_commit}, "head": HEAD_LABEL,
-                "passed": self.passed, "models": [m.to_dict() for m in self.models]}
+                "passed": self.passed, "note": self.note, "models": [m.to_dict() for m in self.models]}
 
 
 def compare(base_models: list[dict[str, Any]], head_models: list[dict[str, Any]]) -> list[ModelDiff]:
@@ -122,7 +128,11 @@ def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """Text as one line; a Python traceback as its last line, which says what went wrong."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        return f"{lines[-1]} (the last line of a traceback)"
+    return " ".join(" ".join(lines).split())
 
 
 def git_toplevel(cwd: str | Path | None = None) -> Path:
@@ -167,68 +177,116 @@ def base_worktree(top: Path, commit: str) -> Iterator[Path]:
 # The two sides
 
 
-def _package_root_in(top: Path) -> Path:
-    """Where this package sits inside the repository (e.g. "." or "src"), so that the base side
-    imports the same folder of the base revision; "." when it is installed from elsewhere."""
+def _package_root_in(top: Path) -> Path | None:
+    """Where this package sits inside the repository (e.g. "." or "src"), so that the base side imports
+    the same folder of the base revision; None when it is installed from elsewhere (a user's repository)."""
     root = Path(__file__).resolve().parent.parent
     try:
         return root.relative_to(top.resolve())
     except ValueError:
-        return Path(".")
+        return None
 
 
-def _start_base_check(tree: Path, package_root: Path) -> subprocess.Popen:
+def _in_tree(tree: Path, relative: Path) -> Path:
+    """The folder `relative` of the base worktree, or its nearest ancestor that exists there (the
+    table's search upwards then passes the same folders as it does in the working tree)."""
+    folder = tree / relative
+    while not folder.is_dir() and folder != tree:
+        folder = folder.parent
+    return folder
+
+
+def _base_table(folder: Path, tree: Path) -> Path | None:
+    """The pyproject.toml holding the base's [tool.mnist-arch] table, looked for upwards from `folder`
+    as far as the worktree's top (an invalid table is the base check's to report)."""
+    from mnist_arch.project import read_table
+
+    for candidate in (folder, *folder.parents):
+        path = candidate / "pyproject.toml"
+        try:
+            if path.is_file() and read_table(path) is not None:
+                return path
+        except MnistArchError:
+            return path
+        if candidate == tree:
+            break
+    return None
+
+
+def _start_base_check(folder: Path, package: Path, timeout: float | None) -> subprocess.Popen:
+    """`python -m mnist_arch.cli check --format json` in `folder`, importing mnist_arch from `package`."""
     env = dict(os.environ)
-    path = str(tree / package_root)
-    env["PYTHONPATH"] = path + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(package) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return subprocess.Popen([sys.executable, "-m", "mnist_arch.cli", "check", "--format", "json"], cwd=tree,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "mnist_arch.cli", "check", "--format", "json"]
+    if timeout is not None:  # else the base's own table's (or its code's default) limit
+        command += ["--timeout", f"{timeout:g}"]
+    return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
-def _base_models(proc: subprocess.Popen, ref: str) -> list[dict[str, Any]]:
+def _base_models(proc: subprocess.Popen, ref: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The base's model entries, and a note when some of its models could not be judged (its check
+    exits 2 and still reports the others: a base that is broken is what a fix is compared with)."""
     out, err = proc.communicate()
     what = f"`mnist-arch check --format json` at {ref}"
-    if proc.returncode not in (0, 1):  # 1: the base's own checks failed, which is fine here
-        raise MnistArchError(f"{what} failed with exit code {proc.returncode}: "
-                             f"{_one_line(err)[-2000:] or 'no message'}")
     try:
         models = json.loads(out)["models"]
         if not isinstance(models, list):
             raise TypeError
-        return models
     except (ValueError, KeyError, TypeError):
-        raise MnistArchError(f"{what} did not print the JSON report (exit code {proc.returncode}): "
-                             f"{_one_line(err)[-2000:] or _one_line(out)[:500] or 'no output'}") from None
+        models = None
+    if models is not None and proc.returncode in (0, 1):  # 1: the base's own checks failed, which is fine here
+        return models, None
+    if models and proc.returncode == 2:
+        return models, f"at {ref}, some models could not be judged: {_one_line(err)[:1000]}"
+    if proc.returncode not in (0, 1):
+        raise MnistArchError(f"{what} failed with exit code {proc.returncode}: "
+                             f"{_one_line(err)[-2000:] or 'no message'}")
+    raise MnistArchError(f"{what} did not print the JSON report (exit code {proc.returncode}): "
+                         f"{_one_line(err)[-2000:] or _one_line(out)[:500] or 'no output'}")
 
 
-def head_models() -> list[dict[str, Any]]:
-    """Every registered model of this process, judged against its declared spec."""
-    from mnist_arch.registry import check_registered, list_models
+def head_models(cwd: str | Path | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
+    """Every declared model of the project holding `cwd` (mnist_arch.project), judged in isolated workers
+    against its declared spec; a model that cannot be judged is an error naming it."""
+    from mnist_arch.project import judge_all, load_project
 
-    return [check_registered(name).to_dict() for name in list_models()]
+    project = load_project(cwd)
+    results = judge_all(project, project.models, timeout=timeout)
+    errors = [str(r) for r in results if isinstance(r, MnistArchError)]
+    if errors:
+        raise MnistArchError(" ".join(errors))
+    return [r.to_dict() for r in results]
 
 
-def diff_against(ref: str, cwd: str | Path | None = None) -> Diff:
-    """Compare revision `ref` of the repository holding `cwd` with this process's registry."""
+def diff_against(ref: str, cwd: str | Path | None = None, timeout: float | None = None) -> Diff:
+    """Compare the declared models of revision `ref` with those of the working tree, in the project that
+    `cwd` belongs to. The base side is the revision's own table and code: `check --format json` run in
+    the same folder of a temporary worktree, with the revision's own mnist_arch package when the
+    repository holds one (ours), else this installed one (a user's repository). A base with neither a
+    table nor the package declared no models: every model is added."""
+    cwd = Path(cwd or Path.cwd()).resolve()
     top = git_toplevel(cwd)
     commit = resolve_commit(top, ref)
     package_root = _package_root_in(top)
     with base_worktree(top, commit) as tree:
-        if not (tree / package_root / "mnist_arch" / "__init__.py").is_file():
-            raise MnistArchError(
-                f"--base {ref!r} ({commit[:9]}) has no {(package_root / 'mnist_arch').as_posix()}/ package; "
-                "`diff` compares two revisions of the repository that holds mnist_arch and its models."
-            )
-        proc = _start_base_check(tree, package_root)
+        folder = _in_tree(tree, cwd.relative_to(top.resolve()))
+        own = package_root is not None and (tree / package_root / "mnist_arch" / "__init__.py").is_file()
+        if not own and _base_table(folder, tree) is None:
+            note = (f"{ref} has no [tool.mnist-arch] table and no mnist_arch package: it declared no models, "
+                    "so every model is added")
+            return Diff(ref, commit, compare([], head_models(cwd, timeout)), note)
+        package = tree / package_root if own else Path(__file__).resolve().parent.parent
+        proc = _start_base_check(folder, package, timeout)
         try:
-            head = head_models()  # while the base side runs
-            base = _base_models(proc, ref)
+            head = head_models(cwd, timeout)  # while the base side runs
+            base, note = _base_models(proc, ref)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-    return Diff(ref, commit, compare(base, head))
+    return Diff(ref, commit, compare(base, head), note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +298,15 @@ def _delta(m: ModelDiff, key: str) -> str:
     if delta is None:
         return "-"
     return f"{delta:+,}" + ("" if pct is None else f" ({pct:+.2f}%)")
+
+
+def _sides(m: ModelDiff, key: str, arrow: str = "→") -> str:
+    return f"{count_text(m.value('base', key))} {arrow} {count_text(m.value('head', key))}"
+
+
+def _verdict(m: ModelDiff, side: str) -> str:
+    passed = m.value(side, "passed")
+    return "-" if passed is None else "pass" if passed else "fail"
 
 
 def _name(m: ModelDiff) -> str:
@@ -259,13 +326,13 @@ def to_json(diff: Diff) -> str:
 
 
 def to_table(diff: Diff) -> str:
-    lines = [f"mnist-arch diff: {_title(diff)}"]
+    lines = [f"mnist-arch diff: {_title(diff)}"] + ([f"note: {diff.note}"] if diff.note else [])
     for m in diff.models:
         budgets = "  ".join(f"{'PASS' if c.get('passed') else 'FAIL'} {c['id']}" for c in m.budgets)
-        lines.append(f"{_name(m)}: params {count_text(m.value('base', 'params'))} -> "
-                     f"{count_text(m.value('head', 'params'))} [{_delta(m, 'params')}]  mult-adds "
-                     f"{count_text(m.value('base', 'mult_adds'))} -> {count_text(m.value('head', 'mult_adds'))} "
-                     f"[{_delta(m, 'mult_adds')}]" + (f"  {budgets}" if budgets else ""))
+        lines.append(f"{_name(m)}: params {_sides(m, 'params', '->')} [{_delta(m, 'params')}]  trainable "
+                     f"{_sides(m, 'trainable_params', '->')} [{_delta(m, 'trainable_params')}]  mult-adds "
+                     f"{_sides(m, 'mult_adds', '->')} [{_delta(m, 'mult_adds')}]  verdict {_verdict(m, 'base')} -> "
+                     f"{_verdict(m, 'head')}" + (f"  {budgets}" if budgets else ""))
         lines += [f"  FAIL  {c['id']:16} {c.get('message', '')}" for c in m.budgets if not c.get("passed")]
     broken = _broken(diff)
     lines.append(f"{len(broken)} budget(s) broken" if broken else "every model within its budgets")
@@ -273,18 +340,17 @@ def to_table(diff: Diff) -> str:
 
 
 def to_markdown(diff: Diff) -> str:
-    lines = [
-        f"## mnist-arch diff: `{diff.base_ref}` ({diff.base_commit[:9]}) → {HEAD_LABEL}",
-        "",
-        "| model | parameters | Δ parameters | mult-adds | Δ mult-adds | budgets |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
-    ]
+    lines = [f"## mnist-arch diff: `{diff.base_ref}` ({diff.base_commit[:9]}) → {HEAD_LABEL}", ""]
+    if diff.note:
+        lines += [f"{md_cell(diff.note[:1].upper() + diff.note[1:])}.", ""]
+    lines += ["| model | parameters | Δ parameters | trainable | mult-adds | Δ mult-adds | verdict | budgets |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for m in diff.models:
         budgets = " ".join(f"{'✅' if c.get('passed') else '❌'} `{c['id']}`" for c in m.budgets) or "-"
         name = f"`{m.name}`" + ("" if m.status in ("changed", "unchanged") else f" ({m.status})")
-        lines.append(f"| {name} | {count_text(m.value('base', 'params'))} → {count_text(m.value('head', 'params'))} | "
-                     f"{_delta(m, 'params')} | {count_text(m.value('base', 'mult_adds'))} → "
-                     f"{count_text(m.value('head', 'mult_adds'))} | {_delta(m, 'mult_adds')} | {budgets} |")
+        lines.append(f"| {name} | {_sides(m, 'params')} | {_delta(m, 'params')} | {_sides(m, 'trainable_params')} | "
+                     f"{_sides(m, 'mult_adds')} | {_delta(m, 'mult_adds')} | {_verdict(m, 'base')} → "
+                     f"{_verdict(m, 'head')} | {budgets} |")
     broken = _broken(diff)
     lines.append("")
     if broken:

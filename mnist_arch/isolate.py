@@ -64,6 +64,10 @@ def _context():
 
 
 def _memory_limit() -> None:
+    import torch
+
+    if torch.cuda.is_available():  # CUDA reserves far more address space than it uses: no limit there
+        return
     try:
         import resource
 

@@ -232,7 +232,7 @@ def run(capsys, *argv):
 
 def test_cli_json(capsys, tiny_peaks):
     code, out, err = run(capsys, "bench", "micro_cnn", "--batch-sizes", "1,4", "--paths", "eager,bf16+eager",
-                         "--device", "cpu", "--min-time", "0", "--format", "json", "--data-dir", "/nonexistent")
+                         "--device", "cpu", "--min-time", "0.01", "--format", "json", "--data-dir", "/nonexistent")
     assert code == 0, err
     data = json.loads(out)
     assert data["meta"]["device"] == "cpu" and data["peaks"]["matmul_size"] == 64
@@ -246,7 +246,7 @@ def test_cli_json(capsys, tiny_peaks):
 
 def test_cli_markdown_with_train(capsys, tiny_peaks):
     code, out, _ = run(capsys, "bench", "slim_cnn", "--batch-sizes", "2", "--paths", "eager,cuda_graphs",
-                       "--device", "cpu", "--min-time", "0", "--format", "markdown", "--train")
+                       "--device", "cpu", "--min-time", "0.01", "--format", "markdown", "--train")
     assert code == 0
     assert "`cuda_graphs` skipped: cuda_graphs needs a CUDA device" in out
     assert "| `slim_cnn` |" in out and "Training step" in out
@@ -254,7 +254,7 @@ def test_cli_markdown_with_train(capsys, tiny_peaks):
 
 @pytest.mark.parametrize("argv, message", [
     (["--paths", "eager,warp"], "Unknown benchmark path 'warp'"),
-    (["no_such_net"], "No registered model is named 'no_such_net'"),
+    (["no_such_net"], "No declared model is named 'no_such_net' in the mnist-arch registry"),
 ])
 def test_cli_bad_arguments_exit_2(capsys, argv, message):
     code, out, err = run(capsys, "bench", *argv, "--device", "cpu")
@@ -293,3 +293,104 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys, content):
     assert main(["bench", "micro_cnn", "--weights", str(path), "--batch-sizes", "1"]) == 2
     err = capsys.readouterr().err
     assert f"Checkpoint {path}" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared models, each measured behind the wall (mnist_arch.isolate)
+
+# conv 1->4 3x3 (4*9+4 = 40 parameters) on 28x28 gives 4x26x26, averaged, then fc 4->10 (50): 90 parameters;
+# torchinfo's mult-adds count each weight once per output position: 40 * 26*26 + 50.
+NET = """import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+"""
+NET_PARAMS, NET_MULT_ADDS = 40 + 50, 40 * 26 * 26 + 50
+FAST = ("--paths", "eager", "--device", "cpu", "--min-time", "0.05")
+
+
+def user_repo(folder, batch_sizes="[1, 3]"):
+    (folder / "model.py").write_text(NET)
+    (folder / "pyproject.toml").write_text(f"[tool.mnist-arch]\nbench_batch_sizes = {batch_sizes}\n\n"
+                                           "[tool.mnist-arch.models.net]\nmodel = \"model.py:Net\"\n")
+    return folder
+
+
+def test_declared_user_model(tmp_path, monkeypatch, capsys, tiny_peaks):
+    monkeypatch.chdir(user_repo(tmp_path))
+    code, out, err = run(capsys, "bench", *FAST, "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert [(r["model"], r["path"], r["batch_size"]) for r in rows] == [("net", "eager", 1), ("net", "eager", 3)]
+    for r in rows:
+        assert (r["params"], r["mult_adds"]) == (NET_PARAMS, NET_MULT_ADDS) and r["images_per_s"] > 0
+        assert r["flops_per_s"] == pytest.approx(2 * NET_MULT_ADDS * r["images_per_s"])
+    assert "bench: net eager batch 3" in err
+
+
+def test_one_home_for_measuring():
+    """A built model goes through run_benchmarks like a registered name does."""
+    namespace: dict = {}
+    exec(NET, namespace)
+    result = bench.run_benchmarks([bench.Subject("net", namespace["Net"]())], (2,), ["eager"], "cpu",
+                                  min_time=0.01, measure_peak=False)
+    (row,) = result.rows
+    assert (row.model, row.params, row.mult_adds, row.batch_size) == ("net", NET_PARAMS, NET_MULT_ADDS, 2)
+    with pytest.raises(MnistArchError, match="No registered model is named 'no_such_net'"):
+        bench.run_benchmarks(["no_such_net"], measure_peak=False)
+
+
+def _paragraphs(err):
+    """The error paragraphs of stderr (the others are progress lines)."""
+    return [line for line in err.splitlines() if not line.startswith("bench: ")]
+
+
+def test_hostile_model_exit_2_the_others_still_measured(capsys, user_models, tiny_peaks):
+    code, out, err = run(capsys, "bench", "slim_cnn", "--model", f"{user_models}/hostile/nets.py:ExitsInForward",
+                         "--batch-sizes", "2", *FAST)
+    assert code == 2 and "slim_cnn        forward eager" in out and "ExitsInForward" not in out
+    (error,) = _paragraphs(err)
+    assert error.startswith("mnist-arch bench: Model ") and "Traceback" not in err
+    assert "ExitsInForward: the model's code exited the process with code 3 while being benchmarked" in error
+
+
+def test_hanging_model_stopped_at_the_timeout(capsys, user_models, tiny_peaks):
+    code, out, err = run(capsys, "bench", "--model", f"{user_models}/hostile/nets.py:SleepsInForward",
+                         "--batch-sizes", "1", "--timeout", "1.5", *FAST)
+    assert (code, out) == (2, "")
+    (error,) = _paragraphs(err)
+    assert "SleepsInForward: stopped at the time limit of 1.5 s while being benchmarked (phase: bench)" in error
+
+
+@pytest.mark.parametrize("argv", [["--min-time", "inf"], ["--min-time", "-1"], ["--timeout", "0"],
+                                  ["--timeout", "nan"], ["--batch-sizes", "0"], ["--threads", "0"]])
+def test_bad_numbers_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "micro_cnn", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argv[0]}: expected" in err and "Traceback" not in err
+
+
+def test_bad_table_batch_sizes_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(user_repo(tmp_path, batch_sizes="[1, 0]"))
+    code, out, err = run(capsys, "bench", *FAST)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert str(tmp_path / "pyproject.toml") in err and "'bench_batch_sizes' must be a whole number" in err
+
+
+def test_checkpoint_of_a_model_not_benchmarked(tmp_path, capsys):
+    from mnist_arch.train import TrainResult, save_checkpoint
+
+    path = tmp_path / "micro.pt"
+    save_checkpoint(path, create_model("micro_cnn"), get_spec("micro_cnn"), TrainResult("micro_cnn", "quick", 1, 1.0,
+                                                                                         0.9))
+    code, out, err = run(capsys, "bench", "slim_cnn", "--weights", str(path), *FAST)
+    assert (code, out) == (2, "")
+    assert "holds weights of 'micro_cnn', which is not among the models benchmarked (slim_cnn)" in err
