@@ -49,7 +49,8 @@ _CONV_CALLS = {"conv1d", "conv2d", "conv3d"}
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(all, trainable) over unique parameter tensors: a weight shared by two layers counts once,
     frozen weights count toward the total."""
-    unique = {id(p): p for p in model.parameters()}.values()  # parameters() yields a tied one once
+    unique = [p for p in {id(p): p for p in model.parameters()}.values()  # parameters() yields a tied one once
+              if not isinstance(p, UninitializedParameter)]  # a lazy layer before its first call: nothing yet
     total = sum(p.numel() for p in unique)
     trainable = sum(p.numel() for p in unique if p.requires_grad)
     return total, trainable
@@ -60,10 +61,6 @@ def example_input(batch: int, input_shape: Iterable[int]) -> torch.Tensor:
     data-dependent branches see realistic values."""
     generator = torch.Generator().manual_seed(0)
     return torch.rand(batch, *input_shape, generator=generator)
-
-
-def _has_lazy(model: nn.Module) -> bool:
-    return any(isinstance(p, UninitializedParameter) for p in model.parameters())
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:

@@ -163,3 +163,26 @@ def test_loader_accepts_builders_instances_and_modules(user_models):
     assert isinstance(load_model("torch.nn:Identity"), nn.Identity)
     with pytest.raises(MnistArchError, match="cannot be found"):
         load_model("no_such_package.models:Net")
+
+
+@pytest.mark.parametrize("name", ["bn_dropout_cnn", "micro_cnn", "parallel_cnn", "slim_cnn", "wide_cnn"])
+def test_mult_adds_from_calls_equal_torchinfo(name):
+    """Our count (from the calls that ran) against torchinfo's, an independent implementation of the
+    same convention, where torchinfo can see the model."""
+    import torchinfo
+
+    from mnist_arch.checks import count_mult_adds
+    from mnist_arch.registry import create_model
+
+    model = create_model(name)
+    expected = torchinfo.summary(model, input_size=(1, 1, 28, 28), verbose=0, mode="eval").total_mult_adds
+    assert count_mult_adds(model, (1, 28, 28)) == expected
+
+
+def test_mult_adds_of_functional_layers_count():
+    """torchinfo sees no module with weights here and reports 0; the calls show the work."""
+    from mnist_arch.checks import count_mult_adds
+    from tests.user_models.hostile.nets import Functional
+
+    # conv 8*(9+1) weights and biases x 26*26 outputs; linear 8*10+10
+    assert count_mult_adds(Functional(), (1, 28, 28)) == 80 * 26 * 26 + 90
