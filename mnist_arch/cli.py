@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 
@@ -24,12 +25,16 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def _seeds(text: str) -> list[int]:
     try:
-        if "-" in text:
+        if "-" in text.lstrip("-"):
             low, high = (int(v) for v in text.split("-"))
-            return list(range(low, high + 1))
-        return [int(v) for v in text.split(",")]
+            seeds = list(range(low, high + 1))
+        else:
+            seeds = [int(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a seed, 0,1,2 or 0-4, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} names no seed: give 0,1,2 or a range low-high with low <= high")
+    return seeds
 
 
 def _input_shape(text: str) -> tuple[int, ...]:
@@ -37,6 +42,16 @@ def _input_shape(text: str) -> tuple[int, ...]:
     if len(shape) != 3:
         raise argparse.ArgumentTypeError(f"expected C,H,W (three numbers), got {text!r}")
     return shape
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
 
 
 def _count(text: str) -> int:
@@ -61,52 +76,70 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _models(args, project) -> list:
+    """The models a command acts on: the NAMEs (declared in the project table, or registered), else every
+    declared model unless --model was given, then each --model PATH.py:ATTR."""
+    from pathlib import Path
+
+    from mnist_arch.project import adhoc
+
+    names = getattr(args, "names", None) or []
+    targets = getattr(args, "model", None) or []
+    chosen = project.select(names) if names or not targets else []
+    return chosen + [adhoc(target, Path.cwd()) for target in targets]
+
+
 def _cmd_summary(args) -> int:
-    import torchinfo
+    from mnist_arch.isolate import run_isolated
+    from mnist_arch.project import load_project, summary_rows, worker_options
 
-    from mnist_arch.loader import load_model
-    from mnist_arch.registry import create_model, get_spec
+    project = load_project()
+    model = _models(argparse.Namespace(names=[] if ":" in args.name else [args.name],
+                                       model=[args.name] if ":" in args.name else []), project)[0]
+    shape = args.input_shape or model.spec.input_shape
+    rows = run_isolated(model.name, summary_rows, model, shape,
+                        timeout=args.timeout or project.timeout, **worker_options(project, model))
+    from mnist_arch.layer_table import FORMATS
 
-    model = load_model(args.name) if ":" in args.name else create_model(args.name)
-    shape = get_spec(args.name).input_shape if ":" not in args.name else args.input_shape
-    stats = torchinfo.summary(model, input_size=(1, *shape), verbose=0, depth=args.depth,
-                              col_names=("output_size", "num_params", "mult_adds"))
-    print(stats)
+    rows = [r for r in rows if r.name.count(".") < args.depth]  # the model's row ('') always shows
+    text = FORMATS[args.format](rows, model.name)
+    print(text, end="" if text.endswith("\n") else "\n")
     return 0
 
 
 def _check_changes(args) -> dict:
-    from mnist_arch.spec import parse_spec_fields, read_spec_file
+    from mnist_arch.spec import merge_changes, parse_spec_fields, read_spec_file
 
-    changes = read_spec_file(args.spec) if args.spec else {}
-    given = {"max_params": args.max_params, "exact_params": args.exact_params,
+    from_file = read_spec_file(args.spec) if args.spec else {}
+    given = {"max_params": args.max_params, "exact_params": args.exact_params, "params_below": args.params_below,
              "max_mult_adds": args.max_mult_adds, "num_classes": args.num_classes,
              "input_shape": list(args.input_shape) if args.input_shape else None,
-             "require": args.require}
-    changes.update(parse_spec_fields({k: v for k, v in given.items() if v}, "the command line"))
-    return changes
+             "require": args.require, "require_any": [group.split(",") for group in args.require_any]}
+    return merge_changes(from_file, parse_spec_fields({k: v for k, v in given.items() if v}, "the command line"))
 
 
 def _cmd_check(args) -> int:
-    from mnist_arch.checks import check_model
-    from mnist_arch.loader import load_model
-    from mnist_arch.registry import check_registered, list_models
+    from mnist_arch.project import judge_all, load_project
     from mnist_arch.report import FORMATS
-    from mnist_arch.spec import Spec
 
     changes = _check_changes(args)
-    names = args.names or ([] if args.model else list_models())
-    reports = [check_registered(name, changes) for name in names]
-    reports += [check_model(load_model(target), Spec().with_changes(changes), name=target)
-                for target in args.model]
-    print(FORMATS[args.format](reports))
+    project = load_project()
+    results = judge_all(project, _models(args, project), changes, timeout=args.timeout)
+    reports = [r for r in results if not isinstance(r, MnistArchError)]
+    errors = [str(r) for r in results if isinstance(r, MnistArchError)]  # the others are still judged
+    if reports or not errors:
+        print(FORMATS[args.format](reports))
+    for error in errors:
+        print(f"mnist-arch check: {error}", file=sys.stderr)
+    if errors:
+        return 2
     return 0 if all(r.passed for r in reports) else 1
 
 
 def _cmd_diff(args) -> int:
     from mnist_arch.diff import FORMATS, diff_against
 
-    diff = diff_against(args.base)
+    diff = diff_against(args.base, timeout=args.timeout)
     print(FORMATS[args.format](diff), end="" if args.format == "markdown" else "\n")
     return 0 if diff.passed else 1
 
@@ -118,46 +151,44 @@ def _cmd_badge(args) -> int:
     return 0
 
 
+def _data_dir(args, project) -> str | None:
+    """--data-dir, else $MNIST_ARCH_DATA, else `data` in [tool.mnist-arch] (the plugin's order too)."""
+    import os
+
+    chosen = args.data_dir or os.environ.get("MNIST_ARCH_DATA") or project.data
+    return None if chosen is None else str(chosen)
+
+
 def _cmd_train(args) -> int:
     import json
 
-    import torch
+    from mnist_arch.isolate import Worker
+    from mnist_arch.project import judge, load_project, train_declared, training_recipe, worker_options
+    from mnist_arch.train import runs_table
 
-    from mnist_arch.data import load_mnist
-    from mnist_arch.registry import create_model, get_spec
-    from mnist_arch.train import resolve_device, runs_table, save_checkpoint, train_model
-
-    spec = get_spec(args.name)
-    if args.recipe not in spec.recipes:
-        raise MnistArchError(f"{args.name} declares no {args.recipe!r} recipe; it has "
-                             f"{', '.join(spec.recipes) or 'none'}.")
-    recipe = spec.recipes[args.recipe]
-    device = resolve_device(args.device)
-    data = load_mnist(args.data_dir, device=device)
+    project = load_project()
+    model = project.select([args.name])[0]
+    if args.recipe not in model.spec.recipes:
+        raise MnistArchError(f"{model.name} ({model.source}) declares no {args.recipe!r} recipe; it has "
+                             f"{', '.join(model.spec.recipes) or 'none'}.")
+    final = judge(project, model).final_activation if model.loss is None else None
+    recipe = training_recipe(model, args.recipe, final)
+    text = args.format == "text"
     results = []
     for seed in args.seed:
-        torch.manual_seed(seed)  # the initial weights too: a seed repeats the whole run
-        model = create_model(args.name)
-        result = train_model(model, recipe, data, name=args.name, recipe_name=args.recipe, epochs=args.epochs,
-                             seed=seed, device=device, time_budget=args.time_budget,
-                             progress=args.format == "text" and sys.stderr.isatty())
+        with Worker(model.name, args.timeout or project.train_timeout, on_note=print if text else None,
+                    **worker_options(project, model)) as worker:
+            result = worker.call(train_declared, model, args.recipe, recipe, seed, args.epochs, args.device,
+                                 args.time_budget, _data_dir(args, project), args.plots, args.save,
+                                 args.threads)
         results.append(result)
-        if args.plots:
-            from mnist_arch.plots import save_plots
-
-            save_plots(result, data.test_images, data.test_labels, args.plots)
-        if args.save:
-            save_checkpoint(args.save, model, spec, result)
-        if args.format == "text":
-            for e in result.history:
-                print(f"epoch {e.epoch:3}  train loss {e.train_loss:.4f}  acc {e.train_accuracy:.2%}  test loss "
-                      f"{e.test_loss:.4f}  acc {e.test_accuracy:.2%}  lr {e.lr:.5f}  {e.seconds:.1f}s")
-            print(f"{args.name} ({args.recipe}, seed {seed}): test accuracy {result.test_accuracy:.2%} after "
-                  f"{result.epochs} epoch(s) in {result.seconds:.1f}s on {device.type}; threshold "
-                  f"{recipe.min_accuracy:.2%}")
-            if result.collapsed:
-                print(f"collapsed: {result.collapsed['share']:.1%} of the test predictions are class "
-                      f"{result.collapsed['class']} (an MNIST class is about 10%)")
+        if text:
+            verdict = "PASS" if result.test_accuracy >= recipe.min_accuracy and result.collapsed is None else "FAIL"
+            print(f"{verdict}: {model.name} ({args.recipe}, seed {seed}) test accuracy {result.test_accuracy:.2%} "
+                  f"after {result.epochs} epoch(s) in {result.seconds:.1f}s; threshold {recipe.min_accuracy:.2%}"
+                  + (f"; collapsed: {result.collapsed['share']:.1%} of the test predictions are class "
+                     f"{result.collapsed['class']} (an MNIST class is about 10%)" if result.collapsed else ""),
+                  flush=True)
     if args.format == "json":
         dicts = [r.to_dict() for r in results]
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
@@ -168,46 +199,75 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from mnist_arch.bench import FORMATS, parse_path, run_benchmarks
-    from mnist_arch.registry import list_models
+    from mnist_arch.bench import FORMATS, bench_project, parse_path
+    from mnist_arch.project import load_project
 
     paths = [parse_path(p) for p in args.paths.split(",")] if args.paths else None  # bad path: exit 2 now
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    names = args.names or list_models()
+    project = load_project()
+    models = _models(args, project)
     weights = {}
     if args.weights:
         from mnist_arch.train import load_checkpoint
 
         weights = {load_checkpoint(args.weights)["model"]: args.weights}
-    result = run_benchmarks(names, args.batch_sizes, paths, args.device, min_time=args.min_time,
-                            train=args.train, data_dir=args.data_dir, weights=weights,
-                            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
-    print(FORMATS[args.format](result), end="" if args.format == "markdown" else "\n")
-    return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the peak's, here; each model's worker gets as many
+    result = bench_project(project, models, args.batch_sizes, paths, args.device, min_time=args.min_time,
+                           train=args.train, data_dir=args.data_dir, weights=weights, timeout=args.timeout,
+                           threads=args.threads,
+                           progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+    if result.rows or not result.errors:
+        print(FORMATS[args.format](result), end="" if args.format == "markdown" else "\n")
+    for error in result.errors:
+        print(f"mnist-arch bench: {error}", file=sys.stderr)
+    return 2 if result.errors else 0
 
 
 # --- init (owned by the workflows work: edit only between these markers) ----------------------
 
 
 def _cmd_init(args) -> int:
+    from pathlib import Path
+
     from mnist_arch.init import init_project
 
-    result = init_project(args)
-    print(result)
+    result = init_project(Path.cwd(), model=args.model, name=args.name, params_below=args.params_below,
+                          max_params=args.max_params, require=args.require,
+                          require_any=[group.split(",") for group in args.require_any],
+                          min_accuracy=args.min_accuracy, epochs=args.epochs, force=args.force)
+    print(result.report())
     return 0
 
 
 def _add_init_parser(sub) -> None:
-    p = sub.add_parser("init", help="declare a model in pyproject.toml and write the GitHub workflows")
-    p.add_argument("--model", required=True, metavar="PATH.py:ATTR")
-    p.add_argument("--force", action="store_true", help="overwrite files that exist")
+    p = sub.add_parser("init", help="declare a model in pyproject.toml and write the GitHub workflows",
+                       description="Add a [tool.mnist-arch] table for one model to ./pyproject.toml (created, or "
+                                   "appended to byte for byte) and write .github/workflows/model_tests.yml and "
+                                   "model_tests_comment.yml at the top of the git repository.")
+    p.add_argument("--model", required=True, metavar="PATH.py:ATTR",
+                   help="the model: PATH.py:ATTR relative to this folder, or package.module:ATTR")
+    p.add_argument("--name", metavar="NAME", help="its name in the table (default: ATTR in lower case)")
+    p.add_argument("--params-below", type=_count, metavar="N", help="strict budget: fewer than N parameters")
+    p.add_argument("--max-params", type=_count, metavar="N", help="inclusive budget: at most N parameters")
+    p.add_argument("--require", action="append", default=[], choices=FEATURES, help="a feature that must run "
+                   "(repeatable)")
+    p.add_argument("--require-any", action="append", default=[], metavar="F,F",
+                   help="at least one of these features, e.g. gap,fc (repeatable)")
+    p.add_argument("--min-accuracy", type=float, metavar="X",
+                   help="a quick training item must reach this test accuracy (a fraction, e.g. 0.98)")
+    p.add_argument("--epochs", type=_count, metavar="N", help="epochs of that training (default 1)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the [tool.mnist-arch] table and the workflow files when they exist")
     p.set_defaults(func=_cmd_init)
 
 
 # --- end of init ------------------------------------------------------------------------------
+
+
+_TIMEOUT_HELP = ("seconds a model may spend in one phase (import, build, forward) before it is stopped "
+                 "(default: timeout in [tool.mnist-arch], else 120)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,10 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. '*cnn*'")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("summary", help="torchinfo table of one model (NAME or PATH.py:ATTR)")
+    p = sub.add_parser("summary", help="per module: output shape, parameters, mult-adds, receptive field "
+                                       "(NAME or PATH.py:ATTR)")
     p.add_argument("name")
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--input-shape", type=_input_shape, default=(1, 28, 28), metavar="C,H,W")
+    p.add_argument("--depth", type=_count, default=3, help="module names with fewer than N dots (default 3)")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    p.add_argument("--input-shape", type=_input_shape, metavar="C,H,W")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS", help=_TIMEOUT_HELP)
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("check", help="judge models against their specs")
@@ -229,32 +292,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=[], metavar="PATH.py:ATTR",
                    help="a model of your own: PATH.py:ATTR or package.module:ATTR (repeatable)")
     p.add_argument("--spec", metavar="FILE.toml", help="spec fields from a TOML file")
-    p.add_argument("--max-params", type=_count, metavar="N")
+    p.add_argument("--max-params", type=_count, metavar="N", help="budget: at most N parameters")
+    p.add_argument("--params-below", type=_count, metavar="N", help="budget: fewer than N parameters")
     p.add_argument("--exact-params", type=_count, metavar="N")
     p.add_argument("--max-mult-adds", type=_count, metavar="N")
-    p.add_argument("--require", action="append", default=[], choices=FEATURES)
+    p.add_argument("--require", action="append", default=[], choices=FEATURES,
+                   help="a feature that must run (repeatable; adds to the spec's)")
+    p.add_argument("--require-any", action="append", default=[], metavar="F,F",
+                   help="at least one of these features, e.g. gap,fc (repeatable)")
     p.add_argument("--input-shape", type=_input_shape, metavar="C,H,W")
     p.add_argument("--num-classes", type=_count, metavar="K")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS", help=_TIMEOUT_HELP)
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("train", help="train a registered model with its declared recipe on real MNIST")
+    p = sub.add_parser("train", help="train a declared or registered model with its recipe on real MNIST")
     p.add_argument("name")
     p.add_argument("--recipe", choices=("quick", "full"), default="quick")
     p.add_argument("--epochs", type=_count, help="override the recipe's epochs")
     p.add_argument("--seed", type=_seeds, default=[0], help="a seed, or several: 0,1,2 or 0-4")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", help="folder containing MNIST/raw (default: $MNIST_ARCH_DATA)")
-    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop training after this long")
+    p.add_argument("--time-budget", type=_seconds, metavar="SECONDS", help="stop training after this long")
+    p.add_argument("--threads", type=_count, metavar="N", help="CPU threads (default: chosen per model and batch)")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="seconds one epoch (or the import and build) may take (default: train_timeout, 1800)")
     p.add_argument("--plots", metavar="DIR", help="write curves, confusion matrix and predictions as PNG")
     p.add_argument("--save", metavar="PATH", help="write weights, spec and metrics (torch.save)")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="markdown: a table of the seeds' runs against the threshold")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("diff", help="parameters and mult-adds of every registered model: a git revision vs the "
-                                    "working tree, with budget verdicts")
+    p = sub.add_parser("diff", help="parameters, mult-adds and verdicts of the declared models: a git revision vs "
+                                    "the working tree, with budget verdicts")
     p.add_argument("--base", required=True, metavar="REF", help="branch, tag or commit to compare against")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="seconds a model may spend in one phase (import, build, forward) before it is stopped, on "
+                        "both sides (default: each side's own timeout in [tool.mnist-arch], else 120)")
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     p.set_defaults(func=_cmd_diff)
 
@@ -262,14 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", default="origin")
     p.set_defaults(func=_cmd_badge)
 
-    p = sub.add_parser("bench", help="forward (and training) throughput per path, against the machine's peak")
-    p.add_argument("names", nargs="*", metavar="NAME", help="registered models (default: all)")
-    p.add_argument("--batch-sizes", type=_int_list, default=(1, 64, 1024), metavar="B,B,...")
+    p = sub.add_parser("bench", help="forward (and training) throughput of the declared models per path, against "
+                                     "the machine's peak")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="declared models (default: all, unless --model; shell-style patterns allowed)")
+    p.add_argument("--model", action="append", default=[], metavar="PATH.py:ATTR",
+                   help="a model of your own: PATH.py:ATTR or package.module:ATTR (repeatable)")
+    p.add_argument("--batch-sizes", type=_int_list, metavar="B,B,...",
+                   help="default: bench_batch_sizes in [tool.mnist-arch] (1,64 when unset); 1,64,1024 for the "
+                        "registry")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--paths", metavar="P,P,...",
                    help="eager, channels_last, bf16, compile, cuda_graphs, or '+'-joined combinations "
                         "(default: eager,channels_last,bf16,compile, plus cuda_graphs on CUDA)")
-    p.add_argument("--min-time", type=float, default=0.5, metavar="S",
+    p.add_argument("--min-time", type=_seconds, default=0.5, metavar="S",
                    help="time each row for at least S seconds (and at least 3 calls)")
     p.add_argument("--train", action="store_true", help="also time one training step per model")
     p.add_argument("--threads", type=_count, metavar="N", help="torch CPU threads (default: torch's)")
@@ -278,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="CHECKPOINT",
                    help="trained weights from `mnist-arch train --save` for the model they belong to "
                         "(fast paths' top-1 agreement is then measured on a trained network)")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="seconds a model may spend building or measuring one row before it is stopped "
+                        "(default: timeout in [tool.mnist-arch], else 120)")
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     p.set_defaults(func=_cmd_bench)
 

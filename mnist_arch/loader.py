@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from mnist_arch.errors import MnistArchError
 from mnist_arch.isolate import phase
+from mnist_arch.project import is_file_target
 
 _FORM = "Give the model as PATH.py:ATTR (e.g. my_net.py:Net) or package.module:ATTR."
 
@@ -62,11 +63,6 @@ def _import_module(dotted: str) -> Any:
         raise MnistArchError(f"Module {dotted} cannot be found ({exc}). {_FORM}") from None
     except Exception as exc:
         raise MnistArchError(f"Module {dotted} does not import: {type(exc).__name__}: {exc}.") from None
-
-
-def is_file_target(source: str) -> bool:
-    """Whether the part before ':ATTR' names a file (PATH.py) rather than a module (package.module)."""
-    return source.endswith(".py") or "/" in source or "\\" in source
 
 
 def load_model(target: str) -> nn.Module:

@@ -66,7 +66,7 @@ class Declared:
     @property
     def model_folder(self) -> Path | None:
         source = self.target.rpartition(":")[0]
-        return Path(source).parent if source.endswith(".py") or os.sep in source else None
+        return Path(source).parent if is_file_target(source) else None
 
 
 @dataclass(frozen=True)
@@ -222,10 +222,13 @@ def _declared(path: Path, root: Path, name: str, fields: dict[str, Any], line: i
     return Declared(name, target, spec, where, loss, line)
 
 
+def is_file_target(source: str) -> bool:
+    """Whether the part before ':ATTR' names a file (PATH.py) rather than a module (package.module)."""
+    return source.endswith(".py") or "/" in source or "\\" in source
+
+
 def resolve_target(target: str, root: Path) -> str:
     """A loader target with its PATH.py made absolute against `root` (package.module:ATTR unchanged)."""
-    from mnist_arch.loader import is_file_target
-
     source, sep, attr = target.rpartition(":")
     if sep and is_file_target(source) and not Path(source).is_absolute():
         source = str((root / source).resolve())

@@ -1,0 +1,360 @@
+"""`mnist-arch init` as a student would run it, in throw-away git repositories shaped like a course
+assignment: a model under 20,000 parameters with BatchNorm, Dropout and global average pooling, and the
+student's own test_model.py.
+
+The command runs in a subprocess (the installed console script beside this interpreter). What it writes is
+linted with actionlint and zizmor, and the generated workflow's steps are run here, install aside: `pytest`,
+the job summary and report writer, the benchmarks and their comparison, and the comment poster on the report
+the pull request's run would upload (with a stand-in for `gh`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnist_arch.diff import badge_markdown
+from mnist_arch.init import COMMENT_MARKER, WORKFLOWS
+from tests.test_workflows import actionlint as run_actionlint
+from tests.test_workflows import describe, output, run_poster, run_step, workflow, zizmor
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+MNIST_ARCH = Path(sys.executable).parent / "mnist-arch"
+REMOTE = "https://github.com/student/mnist-assignment.git"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+MODEL = '''\
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    """Under 20k parameters: BatchNorm after every convolution, a little Dropout, GAP instead of an FC."""
+
+    def __init__(self, width=32):
+        super().__init__()
+
+        def block(cin, cout, pad, drop=0.05):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=pad), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.Dropout(drop))
+
+        self.features = nn.Sequential(
+            block(1, 8, 1), block(8, 16, 1), nn.MaxPool2d(2),     # 28 -> 14
+            block(16, 16, 0), block(16, 16, 0), nn.MaxPool2d(2),  # 14 -> 5
+            block(16, width, 0, 0.0),                             # 5 -> 3
+        )
+        self.head = nn.Conv2d(width, 10, 1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        x = self.gap(self.head(self.features(x)))
+        return F.log_softmax(x.view(-1, 10), dim=1)
+'''
+
+STUDENT_TEST = '''\
+import torch
+
+from model import Net
+
+
+def test_parameter_count():
+    assert sum(p.numel() for p in Net().parameters()) < 20000
+
+
+def test_output_shape():
+    assert Net()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+'''
+
+INIT_ARGS = ["--model", "model.py:Net", "--params-below", "20000", "--require", "batchnorm", "--require", "dropout",
+             "--require-any", "gap,fc", "--min-accuracy", "0.95"]
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Student", "GIT_AUTHOR_EMAIL": "s@example.com",
+           "GIT_COMMITTER_NAME": "Student", "GIT_COMMITTER_EMAIL": "s@example.com"}
+    proc = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    return proc.stdout
+
+
+def assignment(path: Path, remote: str | None = REMOTE, pyproject: bytes | None = None, top: Path | None = None
+               ) -> Path:
+    """A course repository: model.py, the student's test_model.py, a README; committed on main. With `top`,
+    the assignment is a folder of the repository at `top`."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model.py").write_text(MODEL)
+    (path / "test_model.py").write_text(STUDENT_TEST)
+    (path / "README.md").write_text("# MNIST under 20k parameters\n")
+    (path / ".gitignore").write_text("data/\n__pycache__/\n")
+    if pyproject is not None:
+        (path / "pyproject.toml").write_bytes(pyproject)
+    top = top or path
+    git(top, "init", "-q", "-b", "main")
+    if remote:
+        git(top, "remote", "add", "origin", remote)
+    git(top, "add", "-A")
+    git(top, "commit", "-q", "-m", "assignment")
+    return path
+
+
+def init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if not MNIST_ARCH.is_file():
+        pytest.skip(f"the mnist-arch console script is not installed beside {sys.executable}")
+    return subprocess.run([str(MNIST_ARCH), "init", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def table(pyproject: Path) -> dict:
+    return tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["mnist-arch"]
+
+
+def snapshot(repo: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*"))
+            if p.is_file() and ".git" not in p.relative_to(repo).parts}
+
+
+EXPECTED_MODEL = {"model": "model.py:Net", "params_below": 20000, "require": ["batchnorm", "dropout"],
+                  "require_any": [["gap", "fc"]], "train": {"min_accuracy": 0.95, "epochs": 1}}
+
+
+# --------------------------------------------------------------------------- what init writes
+
+
+def test_init_appends_to_a_pyproject_byte_for_byte(tmp_path):
+    # CRLF line ends and no newline at the end: both kept as they are.
+    original = b'[project]\r\nname = "mnist-assignment"\r\nversion = "0.1"\r\n\r\n[tool.black]\r\nline-length = 100'
+    repo = assignment(tmp_path / "repo", pyproject=original)
+    proc = init(repo, *INIT_ARGS)
+    assert proc.returncode == 0, output(proc)
+    written = (repo / "pyproject.toml").read_bytes()
+    assert written.startswith(original), "what was there is unchanged"
+    assert b"\n" not in written.replace(b"\r\n", b""), "the file's own line ends"
+    data = tomllib.loads(written.decode())
+    assert data["project"] == {"name": "mnist-assignment", "version": "0.1"}
+    assert data["tool"]["black"] == {"line-length": 100}
+    assert table(repo / "pyproject.toml") == {"models": {"net": EXPECTED_MODEL}}
+    for name in WORKFLOWS:
+        assert (repo / ".github" / "workflows" / name).is_file()
+    assert "[tool.mnist-arch] added to pyproject.toml" in proc.stdout
+    assert badge_markdown(REMOTE) in proc.stdout.splitlines(), proc.stdout
+
+
+def test_init_in_a_repository_without_pyproject(tmp_path):
+    repo = assignment(tmp_path / "repo", remote=None)
+    proc = init(repo, "--model", "model.py:Net", "--name", "tiny-net", "--max-params", "20000")
+    assert proc.returncode == 0, output(proc)
+    data = tomllib.loads((repo / "pyproject.toml").read_text())
+    assert data == {"tool": {"mnist-arch": {"models": {"tiny-net": {"model": "model.py:Net", "max_params": 20000}}}}}
+    assert "[tool.mnist-arch] written to a new pyproject.toml" in proc.stdout
+    # No remote yet: the badge with OWNER/REPOSITORY to replace, and a note that says so.
+    assert badge_markdown("https://github.com/OWNER/REPOSITORY") in proc.stdout.splitlines()
+    assert "no git remote named 'origin'" in proc.stdout
+
+
+def test_init_outside_git_writes_beside_pyproject(tmp_path):
+    folder = tmp_path / "not-a-repo"
+    folder.mkdir()
+    (folder / "net.py").write_text(MODEL)
+    proc = init(folder, "--model", "net.py:Net")
+    assert proc.returncode == 0, output(proc)
+    assert (folder / ".github" / "workflows" / "model_tests.yml").is_file()
+    assert "not in a git repository yet" in proc.stdout
+
+
+def test_init_in_a_subfolder_of_the_repository(tmp_path):
+    top = tmp_path / "course"
+    assignment(top / "assignment-5", top=top)
+    proc = init(top / "assignment-5", "--model", "model.py:Net", "--params-below", "20000")
+    assert proc.returncode == 0, output(proc)
+    # Workflows live at the top of the repository; their steps run in the project's folder.
+    assert not (top / "assignment-5" / ".github").exists()
+    tests = workflow(top / ".github" / "workflows" / "model_tests.yml")
+    (job,) = tests["jobs"].values()
+    assert job["defaults"]["run"]["working-directory"] == "assignment-5"
+    setup = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
+    assert setup["with"]["cache-dependency-path"] == "assignment-5/pyproject.toml"
+    assert (top / "assignment-5" / "pyproject.toml").is_file()
+
+
+def test_what_init_writes_passes_both_linters(tmp_path):
+    repo = assignment(tmp_path / "repo")
+    proc = init(repo, *INIT_ARGS)
+    assert proc.returncode == 0, output(proc)
+    files = [repo / ".github" / "workflows" / name for name in WORKFLOWS]
+    lint = run_actionlint(*files, cwd=repo)
+    assert lint.returncode == 0, output(lint)
+    findings = zizmor(*files, cwd=repo)
+    assert findings == [], describe(findings)
+    requirement = workflow(files[0])["env"]["MNIST_ARCH_REQUIREMENT"]
+    assert requirement.startswith("mnist-arch"), requirement
+
+
+# --------------------------------------------------------------------------- refusing, and --force
+
+
+def test_init_refuses_to_overwrite(tmp_path):
+    repo = assignment(tmp_path / "repo")
+    assert init(repo, *INIT_ARGS).returncode == 0
+    before = snapshot(repo)
+    proc = init(repo, "--model", "model.py:Net", "--params-below", "15000")
+    assert proc.returncode == 2, output(proc)
+    message = proc.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message, message
+    assert "pyproject.toml already has a [tool.mnist-arch] table" in message
+    assert "model_tests.yml exists" in message and "model_tests_comment.yml exists" in message
+    assert "--force" in message
+    assert snapshot(repo) == before, "nothing written"
+
+
+def test_init_refuses_an_existing_workflow_alone(tmp_path):
+    repo = assignment(tmp_path / "repo")
+    workflows = repo / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "model_tests.yml").write_text("name: mine\n")
+    before = snapshot(repo)
+    proc = init(repo, *INIT_ARGS)
+    assert proc.returncode == 2, output(proc)
+    assert f"{workflows / 'model_tests.yml'} exists" in proc.stderr
+    assert "pyproject" not in proc.stderr
+    assert snapshot(repo) == before
+
+
+def test_force_replaces_the_table_and_keeps_the_rest(tmp_path):
+    head = b'[project]\nname = "a"\n'
+    tail = b'# formatting\n[tool.black]\nline-length = 100\n'
+    old_table = b'[tool.mnist-arch]\ndata = "data"\n\n[tool.mnist-arch.models.old]\nmodel = "model.py:Net"\n\n'
+    repo = assignment(tmp_path / "repo", pyproject=head + b"\n" + old_table + tail)
+    proc = init(repo, *INIT_ARGS, "--force")
+    assert proc.returncode == 0, output(proc)
+    text = (repo / "pyproject.toml").read_bytes()
+    assert text.startswith(head + b"\n" + tail), text.decode()  # the old table cut out, its neighbours kept
+    assert text.count(b"[tool.mnist-arch]") == 1
+    data = tomllib.loads(text.decode())
+    assert data["tool"]["black"] == {"line-length": 100} and data["project"] == {"name": "a"}
+    assert table(repo / "pyproject.toml") == {"models": {"net": EXPECTED_MODEL}}
+    assert "replaced in pyproject.toml" in proc.stdout
+    again = init(repo, *INIT_ARGS, "--force")
+    assert again.returncode == 0, output(again)
+    assert (repo / "pyproject.toml").read_bytes() == text, "--force twice: the same file"
+
+
+def test_force_refuses_a_table_it_cannot_cut_out(tmp_path):
+    # Dotted keys under [tool] are not a section of their own: init says so instead of guessing.
+    original = b'[tool]\nmnist-arch.models.old.model = "model.py:Net"\n'
+    repo = assignment(tmp_path / "repo", pyproject=original)
+    proc = init(repo, *INIT_ARGS, "--force")
+    assert proc.returncode == 2, output(proc)
+    assert "cannot replace safely" in proc.stderr and "pyproject.toml" in proc.stderr
+    assert (repo / "pyproject.toml").read_bytes() == original
+    assert not (repo / ".github").exists()
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--model", "model.py"], "'model.py' is not PATH.py:ATTR"),
+    (["--model", "nope.py:Net"], "nope.py does not exist"),
+    (["--model", "../model.py:Net"], "must be a path inside"),
+    (["--model", "/abs/model.py:Net"], "must be a path inside"),
+    (["--model", "model.py:1Net"], "is not PATH.py:ATTR"),
+    (["--model", "models/net:Net"], "is a path but not a .py file"),
+    (["--model", "my-pkg.model:Net"], "neither a .py path nor a module name"),
+    (["--model", "model.py:Net", "--name", "my net"], "--name 'my net' is not a short identifier"),
+    (["--model", "model.py:Net", "--require-any", "gap,mlp"], "'require_any'"),
+    (["--model", "model.py:Net", "--min-accuracy", "98"], "'min_accuracy' must be a fraction"),
+    (["--model", "model.py:Net", "--epochs", "2"], "--epochs needs --min-accuracy"),
+])
+def test_bad_arguments_are_named(tmp_path, args, named):
+    repo = assignment(tmp_path / "repo")
+    before = snapshot(repo)
+    proc = init(repo, *args)
+    assert proc.returncode == 2, output(proc)
+    assert named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert snapshot(repo) == before
+
+
+# --------------------------------------------------------------------------- the generated steps, run here
+
+
+def _data_root() -> Path:
+    for root in (os.environ.get("MNIST_ARCH_DATA"), REPO_ROOT.parent / "shared" / "data"):
+        if root and (Path(root) / "MNIST" / "raw").is_dir():
+            return Path(root)
+    pytest.skip("real MNIST not found: set MNIST_ARCH_DATA to the folder that contains MNIST/raw/ "
+                "(from the repository root: ../shared/data)")
+
+
+def test_generated_workflow_steps_run_locally(tmp_path):
+    repo = assignment(tmp_path / "repo")
+    assert init(repo, *INIT_ARGS).returncode == 0
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "mnist-arch init")
+    git(repo, "update-ref", "refs/remotes/origin/main", "HEAD")  # what checkout's fetch-depth 0 gives CI
+    tests = repo / ".github" / "workflows" / "model_tests.yml"
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    summary = tmp_path / "summary.md"
+
+    def step(name: str, event: str):
+        expressions = {"github.workspace": str(repo), "github.base_ref": "main" if event == "pull_request" else "",
+                       "github.event.pull_request.number": "7" if event == "pull_request" else ""}
+        env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               "MNIST_ARCH_DATA": str(_data_root()), "RUNNER_TEMP": str(runner_temp),
+               "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_EVENT_NAME": event}
+        return run_step(tests, name, repo, expressions, env)
+
+    # A push to main: pytest (the student's tests and the declared facts), the summary, the benchmarks,
+    # which become the baseline.
+    proc = step("pytest", "push")
+    assert proc.returncode == 0, output(proc)
+    assert "test_model.py" in proc.stdout and "pyproject.toml" in proc.stdout, proc.stdout
+    proc = step("Compliance report (job summary and pull-request comment)", "push")
+    assert proc.returncode == 0, output(proc)
+    assert "## mnist-arch check" in summary.read_text() and "`net`" in summary.read_text()
+    assert not (runner_temp / "mnist-arch-report" / "pr-number").exists(), "a push has no pull request"
+    proc = step("Benchmarks", "push")
+    assert proc.returncode == 0, output(proc)
+    bench = json.loads((runner_temp / "bench" / "head.json").read_text())
+    assert any(re.search(r"\bnet\b", b["fullname"]) for b in bench["benchmarks"]), bench["benchmarks"]
+    assert step("Keep these benchmarks as the baseline (pushes to the default branch)", "push").returncode == 0
+    assert (runner_temp / "bench" / "base.json").read_bytes() == (runner_temp / "bench" / "head.json").read_bytes()
+
+    # A pull request that breaks the budget: the summary and the report say so, the step fails.
+    git(repo, "checkout", "-q", "-b", "wider")
+    (repo / "model.py").write_text(MODEL.replace("width=32", "width=96"))
+    git(repo, "commit", "-q", "-am", "wider last block")
+    summary.write_text("")
+    proc = step("Compliance report (job summary and pull-request comment)", "pull_request")
+    assert proc.returncode == 1, output(proc)
+    assert "::error::mnist-arch" in proc.stdout
+    report_dir = runner_temp / "mnist-arch-report"
+    assert (report_dir / "pr-number").read_text() == "7\n"
+    report = (report_dir / "10-models.md").read_text()
+    assert "## mnist-arch check" in report and "## mnist-arch diff" in report and "❌" in report, report
+    assert "params.below" in report, report
+    assert summary.read_text().startswith(report)
+    proc = step("Benchmarks", "pull_request")
+    assert proc.returncode == 0, output(proc)
+    comparison = (report_dir / "20-benchmarks.md").read_text()
+    assert "base Mean" in comparison and "head Mean" in comparison, comparison
+    assert re.search(r"\bnet\b\S*\[64\]", comparison), "a row per declared model and batch size"
+    base = json.loads((runner_temp / "bench" / "base.json").read_text())
+    head = json.loads((runner_temp / "bench" / "head.json").read_text())
+    assert base["datetime"] != head["datetime"], "the pull request's run measured its own model"
+
+    # What model_tests_comment.yml would post from that artifact.
+    poster_dir = tmp_path / "poster"
+    poster_dir.mkdir()
+    proc, log = run_poster(poster_dir, report_dir)
+    assert proc.returncode == 0, output(proc)
+    assert "POST repos/student/mnist/issues/7/comments" in log, log
+    body = json.loads(log.splitlines()[-1])["body"]
+    assert body.startswith(COMMENT_MARKER + "\n" + report)
+    assert comparison in body
