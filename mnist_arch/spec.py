@@ -26,6 +26,12 @@ MNIST_MEAN_STD = (0.1307, 0.3081)
 
 #: Features `require` may name; each is judged by what runs in a forward pass (see checks.py).
 FEATURES = ("batchnorm", "dropout", "gap", "fc")
+#: What `final_activation` may declare.
+ACTIVATIONS = ("logits", "softmax", "log_softmax")
+#: Lint ids that `lint_errors` may name (a lint warns unless named there).
+LINTS = ("double_softmax",)
+#: The largest input one image may have (values of C*H*W): 4096x4096 on one channel, 64 MiB as float32.
+MAX_INPUT_VALUES = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class Layer:
     name: str
     output_shape: tuple[int, ...]
     params: int | None = None
+    receptive_field: int | str | None = None  # input pixels per axis its output sees, or "whole"
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class Recipe:
     normalize: tuple[float, float] | None = MNIST_MEAN_STD
     train_subset: int | None = None  # the first N training images, for heavy models in the quick tier
     precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    channels_last: bool = False  # NHWC weights and inputs: faster convolutions on the CPU (oneDNN)
     threshold_note: str = ""  # where min_accuracy comes from
 
 
@@ -78,9 +86,12 @@ class Spec:
     num_classes: int = 10
     exact_params: int | None = None
     max_params: int | None = None  # inclusive: params <= max_params
+    params_below: int | None = None  # strict: params < params_below ("fewer than 20,000")
     exact_mult_adds: int | None = None  # torchinfo's convention, batch size 1
     max_mult_adds: int | None = None  # inclusive
+    min_receptive_field: int | None = None  # the last conv output sees at least this many pixels per axis
     require: frozenset[str] = frozenset()  # subset of FEATURES
+    require_any: tuple[frozenset[str], ...] = ()  # each group: at least one of its features
     layers: tuple[Layer, ...] = ()
     final_activation: str | None = None  # "softmax" | "log_softmax" | "logits"
     batchnorm_after_every_conv: bool = False
@@ -92,11 +103,27 @@ class Spec:
         return dataclasses.replace(self, **changes)
 
     def with_changes(self, changes: Mapping[str, Any]) -> Spec:
-        """Apply overrides from a spec file or the command line; requirements add up."""
+        """Apply overrides from a spec file, a project table or the command line; requirements add up."""
         changes = dict(changes)
         if "require" in changes:
             changes["require"] = self.require | changes["require"]
+        if "require_any" in changes:
+            changes["require_any"] = tuple(dict.fromkeys(self.require_any + tuple(changes["require_any"])))
         return self.replace(**changes)
+
+
+def merge_changes(*sources: Mapping[str, Any]) -> dict[str, Any]:
+    """Spec changes from several sources (a spec file, then the command line), later ones winning, except
+    the requirement lists, which add up."""
+    merged: dict[str, Any] = {}
+    for changes in sources:
+        for key, value in changes.items():
+            if key == "require" and key in merged:
+                value = merged[key] | value
+            elif key == "require_any" and key in merged:
+                value = tuple(dict.fromkeys(merged[key] + tuple(value)))
+            merged[key] = value
+    return merged
 
 
 # Fields a TOML spec file may set, with the converter for each.
@@ -105,13 +132,16 @@ _FILE_FIELDS = {
     "num_classes": "count",
     "exact_params": "count",
     "max_params": "count",
+    "params_below": "count",
     "exact_mult_adds": "count",
     "max_mult_adds": "count",
+    "min_receptive_field": "count",
     "require": "features",
+    "require_any": "feature_groups",
     "layers": "layers",
-    "final_activation": "str",
+    "final_activation": "activation",
     "batchnorm_after_every_conv": "bool",
-    "lint_errors": "strset",
+    "lint_errors": "lints",
 }
 
 
@@ -128,9 +158,9 @@ def _convert(kind: str, key: str, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise bad("a string")
+    if kind == "activation":
+        if value not in ACTIVATIONS:
+            raise bad(f"one of {', '.join(ACTIVATIONS)}")
         return value
     if kind == "shape":
         if (
@@ -139,15 +169,29 @@ def _convert(kind: str, key: str, value: Any, where: str) -> Any:
             or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
         ):
             raise bad("a list of positive whole numbers such as [1, 28, 28]")
+        if key == "input_shape":
+            if len(value) != 3:
+                raise bad("three positive whole numbers, channels, height and width, such as [1, 28, 28]")
+            values = value[0] * value[1] * value[2]
+            if values > MAX_INPUT_VALUES:
+                raise MnistArchError(f"{where}: 'input_shape' {list(value)} is {values:,} values per image; the "
+                                     f"limit is {MAX_INPUT_VALUES:,} (4096x4096 on one channel).")
         return tuple(value)
-    if kind in ("features", "strset"):
+    if kind in ("features", "lints"):
+        choices = FEATURES if kind == "features" else LINTS
         if not isinstance(value, (list, tuple)) or any(not isinstance(v, str) for v in value):
-            raise bad("a list of strings")
-        if kind == "features":
-            unknown = sorted(set(value) - set(FEATURES))
-            if unknown:
-                raise bad(f"a list drawn from {', '.join(FEATURES)} (unknown: {', '.join(unknown)})")
+            raise bad(f"a list of strings drawn from {', '.join(choices)}")
+        unknown = sorted(set(value) - set(choices))
+        if unknown:
+            raise bad(f"a list drawn from {', '.join(choices)} (unknown: {', '.join(unknown)})")
         return frozenset(value)
+    if kind == "feature_groups":
+        if not isinstance(value, (list, tuple)) or not value:
+            raise bad('a list of alternatives such as [["gap", "fc"]]')
+        groups = tuple(_convert("features", key, group, where) for group in value)
+        if not all(groups):
+            raise bad('a list of non-empty groups such as [["gap", "fc"]]')
+        return groups
     if kind == "layers":
         # [layers] table: module name = [C, H, W]  or  { shape = [...], params = N }
         if not isinstance(value, Mapping):
@@ -155,13 +199,18 @@ def _convert(kind: str, key: str, value: Any, where: str) -> Any:
         rows = []
         for name, row in value.items():
             if isinstance(row, Mapping):
-                extra = sorted(set(row) - {"shape", "params"})
+                extra = sorted(set(row) - {"shape", "params", "receptive_field"})
                 if extra or "shape" not in row:
-                    raise bad(f"rows with 'shape' and optional 'params' (layer {name!r})")
+                    raise bad(f"rows with 'shape' and optional 'params', 'receptive_field' (layer {name!r})")
                 params = row.get("params")
                 if params is not None:
                     params = _convert("count0", f"layers.{name}.params", params, where)
-                rows.append(Layer(name, _convert("shape", f"layers.{name}", row["shape"], where), params))
+                rf = row.get("receptive_field")
+                if rf is not None and rf != "whole":
+                    if isinstance(rf, str):
+                        raise bad(f'rows whose receptive_field is a whole number or "whole" (layer {name!r})')
+                    rf = _convert("count", f"layers.{name}.receptive_field", rf, where)
+                rows.append(Layer(name, _convert("shape", f"layers.{name}", row["shape"], where), params, rf))
             else:
                 rows.append(Layer(name, _convert("shape", f"layers.{name}", row, where)))
         return tuple(rows)

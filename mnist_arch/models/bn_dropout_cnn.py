@@ -26,6 +26,7 @@ class BNDropoutCNN(nn.Module):
 
 
 SPEC = Spec(
+    min_receptive_field=24,
     exact_params=19_576,
     max_params=19_576,
     exact_mult_adds=1_548_244,

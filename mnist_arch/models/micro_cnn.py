@@ -26,6 +26,7 @@ class MicroCNN(nn.Module):
 
 
 SPEC = Spec(
+    min_receptive_field=28,
     exact_params=9_594,
     max_params=9_999,  # the README's budget: fewer than 10,000
     exact_mult_adds=1_117_994,

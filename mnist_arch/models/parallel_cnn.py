@@ -51,6 +51,7 @@ class ParallelCNN(nn.Module):
 
 
 SPEC = Spec(
+    min_receptive_field=26,
     exact_params=28_581_966,
     max_params=28_581_966,
     exact_mult_adds=177_652_878,

@@ -30,6 +30,7 @@ class SlimCNN(nn.Module):
 
 
 SPEC = Spec(
+    min_receptive_field=12,
     exact_params=9_956,
     max_params=9_999,  # the README's budget: fewer than 10,000
     exact_mult_adds=48_446,

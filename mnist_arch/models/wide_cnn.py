@@ -68,6 +68,7 @@ _TABLE = [
 ]
 
 SPEC = Spec(
+    min_receptive_field=24,
     exact_params=11_705_450,
     max_params=11_705_450,
     exact_mult_adds=48_013_802,  # torchinfo 1.8; the README says 59.61M (see module docstring)
