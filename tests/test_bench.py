@@ -7,6 +7,7 @@ by a tiny one (64x64 matmul, 1 MB copy) wherever a test runs the whole pipeline.
 import copy
 import functools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -300,17 +301,7 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys, content):
 
 # conv 1->4 3x3 (4*9+4 = 40 parameters) on 28x28 gives 4x26x26, averaged, then fc 4->10 (50): 90 parameters;
 # torchinfo's mult-adds count each weight once per output position: 40 * 26*26 + 50.
-NET = """import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 10)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).relu().mean((2, 3)))
-"""
+NET = (Path(__file__).resolve().parent / "user_models" / "small_net.py").read_text()  # 90 parameters
 NET_PARAMS, NET_MULT_ADDS = 40 + 50, 40 * 26 * 26 + 50
 FAST = ("--paths", "eager", "--device", "cpu", "--min-time", "0.05")
 

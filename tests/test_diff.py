@@ -105,17 +105,7 @@ def cli(cwd, *argv):
 # The user's model: conv 1->4 3x3 (4*9+4 = 40) on a 28x28 image gives 4x26x26, averaged, then fc 4->10
 # (4*10+10 = 50): 90 parameters. torchinfo's mult-adds count each weight once per output position:
 # 40 * 26*26 + 50 = 27,090.
-NET = """import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 10)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).relu().mean((2, 3)))
-"""
+NET = (Path(__file__).resolve().parent / "user_models" / "small_net.py").read_text()  # 90 parameters
 # The head adds a 1x1 conv 4->4 on the 26x26 map (4*4+4 = 20 parameters, each used 26*26 times), its bias
 # frozen (4 parameters not trainable).
 WIDER = NET.replace("nn.Linear(4, 10)\n", "nn.Linear(4, 10)\n        self.mix = nn.Conv2d(4, 4, 1)\n"

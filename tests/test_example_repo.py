@@ -32,10 +32,11 @@ def repo(tmp_path) -> Path:
     narrow = narrow.replace("nn.Conv2d(32, 10, 1)", "nn.Conv2d(16, 10, 1)")
     assert narrow != model
     (repo / "model.py").write_text(narrow)
-    for argv in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "narrow"]):
+    who = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    for argv in (["init", "-q"], ["add", "-A"], [*who, "commit", "-qm", "narrow"]):
         subprocess.run(["git", *argv], cwd=repo, check=True)
     (repo / "model.py").write_text(model)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "wider"], cwd=repo, check=True)
+    subprocess.run(["git", *who, "commit", "-qam", "wider"], cwd=repo, check=True)
     return repo
 
 

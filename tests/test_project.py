@@ -2,26 +2,14 @@
 folder holding the table (or below it), as a user would."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from mnist_arch.cli import main
 from mnist_arch.project import find_pyproject, load_project
 
-NET = '''
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    """conv 1*4*9+4 = 40, fc 4*10+10 = 50: 90 parameters; GAP; logits."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(4, 10)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).relu().mean((2, 3)))
-'''
+NET = (Path(__file__).resolve().parent / "user_models" / "small_net.py").read_text()  # 90 parameters
 
 TABLE = '''
 [project]

@@ -1,7 +1,6 @@
 """The repository's own tests, as course repositories have them; mnist-arch's items run beside them."""
 
 import torch
-
 from model import Net
 
 
