@@ -123,14 +123,15 @@ class ComplianceFile(pytest.File):
 
     def collect(self):
         from mnist_arch.errors import MnistArchError
-        from mnist_arch.project import parse_project, read_table
+        from mnist_arch.project import judge_all, parse_project, read_table
 
         try:
             self.project = parse_project(self.path, read_table(self.path))
         except MnistArchError as exc:
             raise self.CollectError(str(exc)) from None
-        for model in self.project.models:
-            yield ModelNode.from_parent(self, name=model.name, model=model)
+        verdicts = judge_all(self.project, self.project.models)  # each in its own worker, two at a time
+        for model, verdict in zip(self.project.models, verdicts, strict=True):
+            yield ModelNode.from_parent(self, name=model.name, model=model, verdict=verdict)
 
     def data_root(self) -> Path | None:
         """--mnist-arch-data, else $MNIST_ARCH_DATA, else `data` in the table (relative to pyproject.toml),
@@ -149,22 +150,19 @@ class ComplianceFile(pytest.File):
 
 
 class ModelNode(pytest.Collector):
-    """One declared model: judged once here (in an isolated worker), then one item per check."""
+    """One declared model, judged once (in an isolated worker): one item per check."""
 
-    def __init__(self, *, model, **kwargs):
+    def __init__(self, *, model, verdict, **kwargs):
         super().__init__(**kwargs)
-        self.model = model
+        self.model, self.verdict = model, verdict  # a checks.Report, or the MnistArchError that stopped it
         self.lineno = model.line
 
     def collect(self):
         from mnist_arch.errors import MnistArchError
-        from mnist_arch.project import judge
 
-        project = self.parent.project
-        try:
-            report = judge(project, self.model)
-        except MnistArchError as exc:
-            yield ProblemItem.from_parent(self, name="load", message=str(exc))
+        project, report = self.parent.project, self.verdict
+        if isinstance(report, MnistArchError):
+            yield ProblemItem.from_parent(self, name="load", message=str(report))
             return
         for check in report.checks:
             yield CheckItem.from_parent(self, name=check.id, check=check)
