@@ -87,8 +87,8 @@ def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives as long as the child)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stdout = sys.__stdout__ = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (the child's life)
+    sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     os.chdir(cwd)
     sys.path[:0] = [p for p in extra_path if p not in sys.path]
     _memory_limit()
@@ -98,25 +98,46 @@ def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int
     while True:
         request = conn.recv()
         if request is None:
-            return
+            _flush()
+            os._exit(0)  # now: no waiting for threads the model left running (the parent kills the group)
         func, args = request
         try:
             reply = ("ok", func(*args))
         except MnistArchError as exc:
-            reply = ("error", str(exc))
+            reply = ("error", _text(exc))
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) or exc.code is None else 1
+            code = exc.code
+            if code is not None and not isinstance(code, int):
+                print(_text(code), file=sys.__stderr__ or sys.stderr)  # what Python itself would print
+                code = 1
             reply = ("exit", 0 if code is None else code)
         except MemoryError:
             reply = ("memory", "")
         except BaseException as exc:  # KeyboardInterrupt and friends raised by the model's code
-            if isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc):
+            if isinstance(exc, RuntimeError) and "can't allocate memory" in _text(exc):
                 reply = ("memory", "")
             else:
-                reply = ("raised", f"{type(exc).__name__}: {exc}")
-        sys.stdout.flush()
-        sys.stderr.flush()
+                reply = ("raised", f"{type(exc).__name__}: {_text(exc)}".rstrip(": "))
+        _flush()
         conn.send(reply)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # the model may have closed or replaced them
+            pass
+
+
+def _text(value: object, limit: int = 2000) -> str:
+    """str(value) as one bounded line, whatever the value's __str__ does."""
+    try:
+        text = str(value)
+    except Exception:
+        text = f"<{type(value).__name__} whose message cannot be shown>"
+    text = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit:,} more characters)"
 
 
 _NO_EXIT = (" A model file must not call sys.exit(), exit() or os._exit(); guard script code with "
@@ -196,7 +217,7 @@ class Worker:
             elif kind == "ok":
                 return value
             elif kind == "error":
-                raise MnistArchError(value + _printed(self._output))
+                raise MnistArchError(_text(value) + _printed(self._output))
             elif kind == "exit":
                 self._fail(f"the model's code exited the process with code {value}", _NO_EXIT)
             elif kind == "memory":
@@ -208,9 +229,14 @@ class Worker:
     def _died(self):
         self._process.join(5)
         code = self._process.exitcode
-        how = (f"was killed by signal {-code}" if code is not None and code < 0
-               else f"exited the process with code {code}")
-        self._fail(f"the model's code {how}, before a result came back,", _NO_EXIT)
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            self._fail(f"the worker running the model's code was killed by {name} (a crash in native code, or "
+                       "the process was killed), before a result came back,", "")
+        self._fail(f"the model's code exited the process with code {code}, before a result came back,", _NO_EXIT)
 
     def _fail(self, what: str, advice: str):
         printed = _printed(self._output)
@@ -228,12 +254,13 @@ class Worker:
                 self._process.join(5)
             except (BrokenPipeError, OSError):
                 pass
+        try:  # the whole group, alive or not: threads, subprocesses and forks the model left behind
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         if self._process.is_alive():
-            try:
-                os.killpg(self._process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self._process.kill()
-            self._process.join(5)
+            self._process.kill()
+        self._process.join(5)
         self._conn.close()
         try:
             os.unlink(self._output)

@@ -198,6 +198,9 @@ def _declared_or_invalid(path: Path, root: Path, name: str, fields: dict[str, An
 
 def _declared(path: Path, root: Path, name: str, fields: dict[str, Any], line: int) -> Declared:
     where = f"{path} [{TABLE}.models.{name}]"
+    if "::" in name or not name.strip():
+        raise MnistArchError(f"{where}: a model's name must be non-empty and must not contain '::' (pytest "
+                             "separates node ids with it); rename the table.")
     fields = dict(fields)
     model = fields.pop("model", None)
     train = fields.pop("train", None)

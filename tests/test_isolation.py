@@ -99,7 +99,7 @@ def test_a_count_that_keeps_changing_fails():
 
     report = check_model(GrowsEveryCall(), Spec())
     (stable,) = [c for c in report.checks if c.id == "params.stable"]
-    assert not stable.passed and stable.measured == [93, 96, 99]
+    assert not stable.passed and stable.measured == [93, 96, 99, 102]  # three eval calls, one training call
 
 
 def test_a_buffer_that_grows_in_forward_is_judged_and_restored():

@@ -1,0 +1,1 @@
+raise ImportError("the user's own checks.py was imported")
