@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import argparse
-import math
+import fnmatch
 import sys
 from collections.abc import Callable
 
@@ -45,13 +45,13 @@ def _input_shape(text: str) -> tuple[int, ...]:
 
 
 def _seconds(text: str) -> float:
+    from mnist_arch.spec import parse_seconds
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
-    return value
+        return parse_seconds(float(text), "SECONDS", "the command line")
+    except (ValueError, MnistArchError) as exc:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0 and at most a week, got {text!r}"
+                                         ) from exc
 
 
 def _count(text: str) -> int:
@@ -68,11 +68,14 @@ def _count(text: str) -> int:
 
 
 def _cmd_list(args) -> int:
-    from mnist_arch.registry import get_spec, list_models
+    from mnist_arch.project import load_project
 
-    for name in list_models(args.pattern):
-        spec = get_spec(name)
-        print(f"{name:16} {spec.exact_params or 0:>12,} parameters")
+    project = load_project()
+    models = project.models if project.foreign is None else project.select(["*"])  # registered ones, to name
+    for model in models:
+        if fnmatch.fnmatchcase(model.name, args.pattern):
+            budget = model.spec.exact_params or model.spec.max_params or model.spec.params_below
+            print(f"{model.name:16} {f'{budget:,}' if budget else '-':>12} parameters declared  ({model.source})")
     return 0
 
 
@@ -96,7 +99,10 @@ def _cmd_summary(args) -> int:
     project = load_project()
     model = _models(argparse.Namespace(names=[] if ":" in args.name else [args.name],
                                        model=[args.name] if ":" in args.name else []), project)[0]
-    shape = args.input_shape or model.spec.input_shape
+    from mnist_arch.spec import parse_spec_fields
+
+    shape = args.input_shape and parse_spec_fields({"input_shape": list(args.input_shape)}, "the command line")[
+        "input_shape"] or model.spec.input_shape
     rows = run_isolated(model.name, summary_rows, model, shape,
                         timeout=args.timeout or project.timeout, **worker_options(project, model))
     from mnist_arch.layer_table import FORMATS
@@ -127,7 +133,7 @@ def _cmd_check(args) -> int:
     results = judge_all(project, _models(args, project), changes, timeout=args.timeout)
     reports = [r for r in results if not isinstance(r, MnistArchError)]
     errors = [str(r) for r in results if isinstance(r, MnistArchError)]  # the others are still judged
-    if reports or not errors:
+    if reports or not errors or args.format == "json":  # JSON always parses, even when nothing was judged
         print(FORMATS[args.format](reports))
     for error in errors:
         print(f"mnist-arch check: {error}", file=sys.stderr)

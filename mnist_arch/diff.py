@@ -238,7 +238,7 @@ def _base_models(proc: subprocess.Popen, ref: str) -> tuple[list[dict[str, Any]]
         models = None
     if models is not None and proc.returncode in (0, 1):  # 1: the base's own checks failed, which is fine here
         return models, None
-    if models and proc.returncode == 2:
+    if models is not None and proc.returncode == 2:
         return models, f"at {ref}, some models could not be judged: {_one_line(err)[:1000]}"
     if proc.returncode not in (0, 1):
         raise MnistArchError(f"{what} failed with exit code {proc.returncode}: "

@@ -78,11 +78,23 @@ def _memory_limit() -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """On Linux, the worker is killed when the fork server ends, which it does when the process that asked
+    for the worker ends (killed, cancelled): no worker outlives its judge."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int | None) -> None:
     """The worker child: run requests until told to stop. Everything the model prints goes to a file."""
     global _conn
     _conn = conn
     os.setpgrp()  # its own process group, so a timeout also stops whatever the model started
+    _die_with_parent()
     out = os.open(output_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(out, 1)
     os.dup2(out, 2)
@@ -197,10 +209,13 @@ class Worker:
             # The fork server's start (importing torch) is ours, not the model's: it gets the default limit.
             allowed = max(limit, DEFAULT_TIMEOUT) if limit is not None and self.phase == "start" else limit
             wait = None if allowed is None else max(0.0, allowed - (time.monotonic() - started))
+            wait = None if wait is None else min(wait, 3600.0)  # no OS wait is unbounded; poll again after
             try:
                 ready = self._conn.poll(wait)
             except (EOFError, OSError):
                 ready = True
+            if not ready and wait is not None and time.monotonic() - started < allowed:
+                continue  # a long limit, waited for in slices
             if not ready:
                 self._fail(f"stopped at the time limit of {limit:g} s",
                            " Raise the limit with --timeout SECONDS (or timeout = N in [tool.mnist-arch]) if "

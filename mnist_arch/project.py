@@ -40,7 +40,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from mnist_arch.errors import MnistArchError
-from mnist_arch.spec import Recipe, Spec, parse_recipe_fields, parse_spec_fields
+from mnist_arch.spec import Recipe, Spec, parse_recipe_fields, parse_seconds, parse_spec_fields
 
 TABLE = "tool.mnist-arch"
 DEFAULT_TIMEOUT = 120.0
@@ -62,6 +62,7 @@ class Declared:
     loss: str | None = None  # the training loss the declaration names; None: it follows the model's output
     line: int = 0  # 0-based line of its table in pyproject.toml
     error: str | None = None  # why the declaration is invalid: judging it reports this, the others still run
+    folder: Path | None = None  # where package.module targets import from (default: the project's folder)
 
     @property
     def model_folder(self) -> Path | None:
@@ -76,6 +77,7 @@ class Project:
     path: Path | None  # the pyproject.toml holding the table; None for our registry
     root: Path  # folder that relative paths and package.module targets resolve from
     declared: tuple[Declared, ...] | None = None  # None: our registry's, read when first asked for
+    foreign: Path | None = None  # a pyproject.toml of someone else's project without our table
     data: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     train_timeout: float = DEFAULT_TRAIN_TIMEOUT
@@ -91,16 +93,29 @@ class Project:
         return f"{self.path} [{TABLE}]" if self.path else "the mnist-arch registry"
 
     def select(self, names: Sequence[str]) -> list[Declared]:
-        """The declared models named (shell-style patterns allowed), all of them when none is named."""
+        """The declared models named (shell-style patterns; a registered model's name works everywhere),
+        all of them when none is named. Never an empty list: a gate that judged nothing must not pass."""
         if not names:
+            if self.foreign is not None:
+                raise MnistArchError(
+                    f"{self.foreign} has no [{TABLE}] table, so it declares no models to judge"
+                    + (" (it has a [tool.mnist_arch] table: the name is spelt with a hyphen, tool.mnist-arch)"
+                       if _has_underscore_table(self.foreign) else "")
+                    + ". Declare them there (README, \"Use it in your repository\"), or name a registered model "
+                      "or give --model PATH.py:ATTR.")
+            if not self.models:
+                raise MnistArchError(f"{self.where} declares no models: add a [{TABLE}.models.NAME] table with "
+                                     "model = \"PATH.py:ATTR\".")
             return list(self.models)
         chosen: dict[str, Declared] = {}
         for pattern in names:
             hits = [m for m in self.models if fnmatch.fnmatchcase(m.name, pattern)]
+            if not hits and self.declared is not None:  # a registered model, from inside a user's project
+                hits = [m for m in registered_models_here() if fnmatch.fnmatchcase(m.name, pattern)]
             if not hits:
                 known = ", ".join(m.name for m in self.models) or "none"
-                raise MnistArchError(f"No declared model is named {pattern!r} in {self.where}; declared models: "
-                                     f"{known}. A model of your own can also be given as --model PATH.py:ATTR.")
+                raise MnistArchError(f"No declared or registered model is named {pattern!r} ({self.where} "
+                                     f"declares: {known}). A model of your own is given as PATH.py:ATTR.")
             chosen.update((m.name, m) for m in hits)
         return list(chosen.values())
 
@@ -135,11 +150,32 @@ def read_table(path: Path) -> Any:
 
 
 def load_project(start: str | Path | None = None) -> Project:
-    """The project the current folder belongs to: its [tool.mnist-arch] table, or our registry."""
-    path = find_pyproject(start)
-    if path is None:
-        return registry_project(Path(start or Path.cwd()).resolve())
-    return parse_project(path, read_table(path))
+    """The project the current folder belongs to: its [tool.mnist-arch] table, or our registry. Inside
+    someone else's project without the table (its nearest pyproject.toml is not mnist-arch's own), the
+    registry's models are there to be named, but there are no declared models to judge by default."""
+    here = Path(start or Path.cwd()).resolve()
+    path = find_pyproject(here)
+    if path is not None:
+        return parse_project(path, read_table(path))
+    nearest = next((f / "pyproject.toml" for f in (here, *here.parents) if (f / "pyproject.toml").is_file()), None)
+    foreign = nearest if nearest is not None and not _is_ours(nearest) else None
+    return Project(path=None, root=here, foreign=foreign)
+
+
+def _is_ours(pyproject: Path) -> bool:
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(project, dict) and project.get("name") == "mnist-arch"
+
+
+def _has_underscore_table(pyproject: Path) -> bool:
+    try:
+        tool = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(tool, dict) and "mnist_arch" in tool
 
 
 def _table_line(text: str, name: str) -> int:
@@ -148,13 +184,9 @@ def _table_line(text: str, name: str) -> int:
     return next((i for i, line in enumerate(text.splitlines()) if header.match(line.strip())), 0)
 
 
-def _number(value: Any, key: str, where: str, positive_int: bool = False) -> Any:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if positive_int:
-        ok = ok and isinstance(value, int)
-    if not ok:
-        kind = "a whole number of at least 1" if positive_int else "a positive, finite number of seconds"
-        raise MnistArchError(f"{where}: '{key}' must be {kind}, found {value!r}.")
+def _batch_size(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MnistArchError(f"{where}: 'bench_batch_sizes' must be a whole number of at least 1, found {value!r}.")
     return value
 
 
@@ -183,9 +215,9 @@ def parse_project(path: Path, table: Any) -> Project:
         declared=tuple(_declared_or_invalid(path, root, name, fields, _table_line(text, name))
                        for name, fields in models.items()),
         data=root / data if data else None,
-        timeout=float(_number(table.get("timeout", DEFAULT_TIMEOUT), "timeout", where)),
-        train_timeout=float(_number(table.get("train_timeout", DEFAULT_TRAIN_TIMEOUT), "train_timeout", where)),
-        bench_batch_sizes=tuple(_number(b, "bench_batch_sizes", where, positive_int=True) for b in batches),
+        timeout=parse_seconds(table.get("timeout", DEFAULT_TIMEOUT), "timeout", where),
+        train_timeout=parse_seconds(table.get("train_timeout", DEFAULT_TRAIN_TIMEOUT), "train_timeout", where),
+        bench_batch_sizes=tuple(_batch_size(b, where) for b in batches),
     )
 
 
@@ -211,7 +243,7 @@ def _declared(path: Path, root: Path, name: str, fields: dict[str, Any], line: i
     if ":" in model:
         target, base = resolve_target(model, root), Spec()
     else:  # a registered model, with the table's overrides
-        registered = registry_project(root).select([model]) if not any(c in model for c in "*?[") else []
+        registered = [m for m in registered_models_here() if m.name == model]
         if len(registered) != 1:
             raise MnistArchError(f"{where}: model = {model!r} is neither PATH.py:ATTR nor package.module:ATTR "
                                  "nor the name of one registered model.")
@@ -238,11 +270,6 @@ def resolve_target(target: str, root: Path) -> str:
     return f"{source}{sep}{attr}"
 
 
-def registry_project(root: Path) -> Project:
-    """Our reference architectures as a project: each registered builder is a target like any other."""
-    return Project(path=None, root=root)
-
-
 def registered_models_here() -> list[Declared]:
     """The registry imports torch; a parent that has not imported it yet (the command line) reads the
     registry through a worker, whose fork server imports torch anyway, and so starts a second sooner."""
@@ -265,8 +292,10 @@ def registered_models() -> list[Declared]:
 
 
 def adhoc(target: str, root: Path) -> Declared:
-    """A model given on the command line (--model PATH.py:ATTR), judged against the spec it is given."""
-    return Declared(target, resolve_target(target, root), Spec(source="the command line"), "--model " + target)
+    """A model given on the command line (--model PATH.py:ATTR), judged against the spec it is given; a
+    package.module:ATTR imports from `root` (the current folder), as pytest and uvicorn users expect."""
+    return Declared(target, resolve_target(target, root), Spec(source="the command line"), "--model " + target,
+                    folder=root)
 
 
 def training_recipe(model: Declared, recipe_name: str, final_activation: str | None) -> Recipe:
@@ -284,8 +313,9 @@ def training_recipe(model: Declared, recipe_name: str, final_activation: str | N
 
 def worker_options(project: Project, model: Declared) -> dict[str, Any]:
     """Where a model's worker runs: the project's folder, with it (and the model's own folder) importable."""
-    extra = [str(project.root)] + ([str(model.model_folder)] if model.model_folder else [])
-    return {"cwd": project.root, "extra_path": extra}
+    root = model.folder or project.root
+    extra = [str(root)] + ([str(model.model_folder)] if model.model_folder else [])
+    return {"cwd": root, "extra_path": extra}
 
 
 def check_declared(model: Declared, changes: Mapping[str, Any] | None = None):

@@ -28,16 +28,10 @@ torch nor the engine at import time; they load when a `[tool.mnist-arch]` table 
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 TABLE = "tool.mnist-arch"
 DATA_ENV = "MNIST_ARCH_DATA"
@@ -54,24 +48,21 @@ def pytest_addoption(parser):
 
 
 def _project_file(config) -> Path | None:
-    """The rootdir's pyproject.toml when it has a [tool.mnist-arch] table."""
-    candidate = Path(config.inipath) if config.inipath and Path(config.inipath).name == "pyproject.toml" \
-        else Path(config.rootpath) / "pyproject.toml"
+    """The pyproject.toml with a [tool.mnist-arch] table that `mnist-arch` run here would read (the same
+    search: the nearest upwards from where pytest was started)."""
+    from mnist_arch.errors import MnistArchError
+    from mnist_arch.project import find_pyproject  # plain data and tomllib: no torch
+
     try:
-        text = candidate.read_text(encoding="utf-8")
-        if "mnist-arch" not in text:
-            return None
-        data = tomllib.loads(text)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return None  # not ours to report; the build tool will
-    tool = data.get("tool")
-    return candidate if isinstance(tool, dict) and "mnist-arch" in tool else None
+        return find_pyproject(config.invocation_params.dir)
+    except MnistArchError:
+        return None  # a pyproject.toml that does not parse: not ours to report; the build tool will
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "training: trains on real MNIST (needs the data; see README)")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped without it")
-    config._mnist_arch = {"file": _project_file(config), "collected": False}
+    config._mnist_arch = _STATE["current"] = {"file": _project_file(config), "collected": False, "training": []}
     table = config._mnist_arch["file"]
     if table is None or any("::" in arg for arg in config.args):
         return  # no table, or single tests were selected by node id
@@ -92,12 +83,18 @@ def pytest_collect_file(file_path: Path, parent):
     return ComplianceFile.from_parent(parent, path=file_path)
 
 
-def pytest_collection_finish(session):
-    state = getattr(session.config, "_mnist_arch", None)
-    if state and state["file"] is not None:
-        # An xdist controller collects nothing itself; its workers report, so it says nothing.
-        controller = session.config.pluginmanager.has_plugin("dsession")
-        state["collected"] = controller or any(item.path == state["file"] for item in session.items)
+def pytest_runtest_logreport(report):
+    """Seen for every item, also on an xdist controller for its workers' items: which of the table's items
+    ran, and the training items' accuracy for the terminal summary."""
+    state = _STATE.get("current")
+    if state is None or state["file"] is None or not report.nodeid.split("::")[0].endswith("pyproject.toml"):
+        return
+    state["collected"] = True
+    if report.when == "call":
+        state["training"] += [value for key, value in report.user_properties if key == "mnist_arch_training"]
+
+
+_STATE: dict = {}  # the run's state (one pytest run per process), read by the hooks above and below
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -250,8 +247,7 @@ class TrainingItem(_Item):
         loss = f"{self.recipe.loss}{' (the default for its output)' if self.default_loss else ''}"
         summary = (f"test accuracy {accuracy:.2%} after {self.recipe.epochs} epoch(s) in {seconds:.1f} s, loss "
                    f"{loss}; declared at least {self.recipe.min_accuracy:.2%}")
-        self.user_properties.append(("mnist_arch_training", summary))
-        self.config._mnist_arch.setdefault("training", []).append(f"{node.name}: {summary}")
+        self.user_properties.append(("mnist_arch_training", f"{node.name}: {summary}"))
         if accuracy < self.recipe.min_accuracy:
             raise ComplianceFailure(summary)
 

@@ -8,6 +8,7 @@ and a user's project can write the same fields in a TOML file (`load_spec_file`)
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ class Recipe:
     optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
     schedule: str | None = None  # None | "onecycle" | "plateau"
     schedule_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    loss: str = "cross_entropy"  # "cross_entropy" (takes logits) | "nll" (takes log-probabilities)
+    loss: str = "cross_entropy"  # "cross_entropy" (logits) | "nll" (log-probabilities) | "nll_probs" (probabilities)
     label_smoothing: float = 0.0
     augment: Augment | None = None
     normalize: tuple[float, float] | None = MNIST_MEAN_STD
@@ -217,6 +218,19 @@ def _convert(kind: str, key: str, value: Any, where: str) -> Any:
     raise AssertionError(kind)
 
 
+#: The longest time limit accepted, a week: a longer one is surely a slip, and no wait can be that long.
+MAX_SECONDS = 7 * 24 * 3600
+
+
+def parse_seconds(value: Any, key: str, where: str) -> float:
+    """A time limit or budget in seconds: positive, finite, at most MAX_SECONDS (every face uses this)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise MnistArchError(f"{where}: '{key}' must be a number of seconds above 0 and at most {MAX_SECONDS:,} "
+                             f"(a week), found {value!r}.")
+    return float(value)
+
+
 def parse_spec_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Validate a TOML-like mapping of spec fields, naming `where` (a file) in every error."""
     unknown = sorted(set(data) - set(_FILE_FIELDS))
@@ -243,11 +257,14 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 
 
 # Recipe fields a TOML table may set (the pytest plugin's [tool.mnist-arch.models.NAME.train]).
-_RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw", "adagrad"), "loss": ("cross_entropy", "nll"),
+_RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw", "adagrad"),
+                   "loss": ("cross_entropy", "nll", "nll_probs"),
                    "schedule": ("onecycle", "plateau"), "precision": ("fp32", "bf16")}
 _RECIPE_COUNTS = ("epochs", "batch_size", "train_subset")
 _RECIPE_TABLES = ("optimizer_kwargs", "schedule_kwargs")
-_RECIPE_FIELDS = ("min_accuracy", "lr", "label_smoothing", *_RECIPE_COUNTS, *_RECIPE_CHOICES, *_RECIPE_TABLES)
+_RECIPE_FLAGS = ("channels_last",)
+_RECIPE_FIELDS = ("min_accuracy", "lr", "label_smoothing", *_RECIPE_COUNTS, *_RECIPE_CHOICES, *_RECIPE_TABLES,
+                  *_RECIPE_FLAGS)
 
 
 def parse_recipe_fields(data: Any, where: str, defaults: Mapping[str, Any]) -> Recipe:
@@ -278,4 +295,6 @@ def parse_recipe_fields(data: Any, where: str, defaults: Mapping[str, Any]) -> R
             raise bad(f"one of {', '.join(_RECIPE_CHOICES[key])}")
         if key in _RECIPE_TABLES and not isinstance(value, Mapping):
             raise bad("a table")
+        if key in _RECIPE_FLAGS and not isinstance(value, bool):
+            raise bad("true or false")
     return Recipe(**{**defaults, **data})

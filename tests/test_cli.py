@@ -65,7 +65,7 @@ def test_spec_file(capsys, tmp_path, user_models):
     (["check", "--model", "{u}/broken_import.py:Net"], "broken_import.py does not import"),
     (["check", "--model", "{u}/syntax_error.py:Net"], "syntax error at line 3"),
     (["check", "--model", "{u}/nets.py:WrongInput"], "failed on an input of shape (1, 1, 28, 28)"),
-    (["check", "nonexistent_cnn"], "No declared model is named 'nonexistent_cnn' in the mnist-arch registry"),
+    (["check", "nonexistent_cnn"], "No declared or registered model is named 'nonexistent_cnn'"),
     (["check", "--model", "{u}/nets.py:FourD", "--spec", "{u}/missing.toml"], "missing.toml does not exist"),
 ])
 def test_bad_input_exit_2_one_paragraph(capsys, user_models, argv, message):

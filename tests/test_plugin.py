@@ -225,6 +225,24 @@ def test_selecting_one_test_says_the_table_was_not_collected(course):
                                  "run did not collect their items*pytest pyproject.toml*"])
 
 
+def test_xdist_runs_the_table_and_reports_like_a_plain_run(course):
+    result = course.runpytest_subprocess("-n", "2", "-p", "no:benchmark", "tests/")
+    result.assert_outcomes(passed=4, failed=2)
+    assert "did not collect" not in result.stdout.str()
+
+
+def test_the_table_is_found_upwards_from_where_pytest_starts(course, monkeypatch):
+    """An ini file one folder up makes that folder pytest's rootdir; the table that `mnist-arch check` run
+    in the project folder would read is still collected (the same search, upwards from there)."""
+    (course.path / "project").mkdir()
+    for name in ("pyproject.toml", "model.py", "tests"):
+        (course.path / name).rename(course.path / "project" / name)
+    (course.path / "pytest.ini").write_text("[pytest]\n")
+    monkeypatch.chdir(course.path / "project")
+    result = course.runpytest_subprocess("-p", "no:benchmark", "tests/")
+    result.assert_outcomes(passed=4, failed=2)
+
+
 def test_benchmark_only_measures_the_declared_models(course, tmp_path):
     out = tmp_path / "bench.json"
     course.runpytest_subprocess("--benchmark-only", f"--benchmark-json={out}")
@@ -259,7 +277,7 @@ def test_plugin_imports_nothing_heavy():
                 top |= {alias.name for alias in sub.names}
             elif isinstance(sub, ast.ImportFrom):
                 top.add(sub.module)
-    assert top == {"__future__", "os", "sys", "warnings", "pathlib", "pytest", "tomllib", "tomli"}
+    assert top == {"__future__", "os", "warnings", "pathlib", "pytest"}
 
 
 def test_loading_the_plugin_does_not_import_torch():

@@ -71,7 +71,24 @@ def test_names_select_declared_models(repo, capsys):
     code, out, _ = run(capsys, "check", "ne*", "--format", "json")
     assert [m["name"] for m in json.loads(out)["models"]] == ["net"]
     code, _, err = run(capsys, "check", "nope")
-    assert code == 2 and "No declared model is named 'nope'" in err and "net, micro" in err
+    assert code == 2 and "No declared or registered model is named 'nope'" in err and "net, micro" in err
+
+
+def test_registered_models_can_be_named_inside_a_users_project(repo, capsys):
+    code, out, _ = run(capsys, "check", "slim_cnn", "--format", "json")
+    assert code == 0 and json.loads(out)["models"][0]["params"] == 9956
+
+
+def test_a_project_without_our_table_is_not_a_silent_pass(tmp_path, monkeypatch, capsys):
+    """Someone else's pyproject.toml without [tool.mnist-arch] (here with the name misspelt): check has
+    nothing declared to judge, and says so instead of judging our references and passing."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.mnist_arch.models.net]\nmodel = "m.py:N"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "check")
+    assert code == 2 and out == "" and "has no [tool.mnist-arch] table" in err and "spelt with a hyphen" in err
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.mnist-arch]\n')
+    code, _, err = run(capsys, "check")
+    assert code == 2 and "declares no models" in err
 
 
 def test_strict_budget_is_strict(repo, capsys):
@@ -93,7 +110,7 @@ def test_a_broken_declaration_is_exit_2_and_the_others_still_run(repo, capsys):
 
 
 @pytest.mark.parametrize("table, words", [
-    ("[tool.mnist-arch]\ntimeout = -1\n", "'timeout' must be a positive, finite number of seconds"),
+    ("[tool.mnist-arch]\ntimeout = -1\n", "'timeout' must be a number of seconds above 0 and at most 604,800"),
     ("[tool.mnist-arch]\nbench_batch_sizes = [0]\n", "'bench_batch_sizes' must be a whole number of at least 1"),
     ("[tool.mnist-arch]\nmodels = 3\n", "declare each model as a table"),
     ("[tool.mnist-arch]\nmodel = 'x.py:Net'\n", "unknown key(s) 'model'"),
