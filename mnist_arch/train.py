@@ -8,7 +8,9 @@ per-sample Python, which is where the reference repositories spend most of their
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -45,12 +47,14 @@ class TrainResult:
     test_accuracy: float
     history: list[Epoch] = field(default_factory=list)
     collapsed: dict | None = None
+    threads: int = 0  # CPU threads the run used (0 on a GPU)
     test_predictions: torch.Tensor | None = None  # for plots; not serialised
 
     def to_dict(self) -> dict:
         return {"model": self.model, "recipe": self.recipe, "epochs": self.epochs,
                 "seconds": round(self.seconds, 3), "test_accuracy": self.test_accuracy,
-                "history": [asdict(e) for e in self.history], "collapsed": self.collapsed}
+                "history": [asdict(e) for e in self.history], "collapsed": self.collapsed,
+                "threads": self.threads}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -83,9 +87,15 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.o
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer, fused (one kernel over all parameters instead of a loop of small ops per
+    tensor) where every parameter is a floating-point tensor on a device with fused kernels."""
     if recipe.optimizer not in OPTIMIZERS:
         raise MnistArchError(f"Recipe optimizer {recipe.optimizer!r} is not one of {', '.join(OPTIMIZERS)}.")
-    return OPTIMIZERS[recipe.optimizer](model.parameters(), lr=recipe.lr, **recipe.optimizer_kwargs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs = dict(recipe.optimizer_kwargs)
+    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        kwargs.setdefault("fused", True)
+    return OPTIMIZERS[recipe.optimizer](params, lr=recipe.lr, **kwargs)
 
 
 def _scheduler(optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int):
@@ -103,9 +113,55 @@ def compute_loss(recipe: Recipe, output: torch.Tensor, target: torch.Tensor) -> 
     output = output.float()
     if recipe.loss == "cross_entropy":
         return F.cross_entropy(output, target, label_smoothing=recipe.label_smoothing)
-    if recipe.loss == "nll":
-        return F.nll_loss(output, target)
-    raise MnistArchError(f"Recipe loss {recipe.loss!r} is not cross_entropy or nll.")
+    if recipe.loss == "nll_probs":  # probabilities (a Softmax output): the NLL of their log
+        output = output.clamp_min(torch.finfo(output.dtype).tiny).log()
+    elif recipe.loss != "nll":
+        raise MnistArchError(f"Recipe loss {recipe.loss!r} is not cross_entropy, nll or nll_probs.")
+    # Log-probabilities; label smoothing as cross_entropy applies it (to the log-softmax of its input).
+    nll = F.nll_loss(output, target)
+    if not recipe.label_smoothing:
+        return nll
+    return (1 - recipe.label_smoothing) * nll - recipe.label_smoothing * output.mean(1).mean()
+
+
+#: Forward FLOPs per training step that justify one more CPU thread (see `choose_threads`).
+FLOPS_PER_THREAD = 2e9
+
+
+def _forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Convolution and matmul FLOPs of one image's forward pass (eval mode, no state changes)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    parameter = next(model.parameters(), None)
+    x = torch.zeros(1, *input_shape, device=parameter.device if parameter is not None else "cpu")
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
+
+
+def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...] = (1, 28, 28)) -> int:
+    """CPU threads for a training run: the one place this is decided (docs/training.md has the measurements).
+
+    One thread per FLOPS_PER_THREAD of forward work in a step (batch x FLOPs per image), at most the
+    cores this process may use (shared out among pytest-xdist workers), and one thread unless OpenMP's
+    waiting threads sleep (OMP_WAIT_POLICY=PASSIVE, which the entry points set before torch loads).
+
+    Why: on the 2-core CI machine a second thread buys nothing for the small networks (their
+    convolutions are a few channels wide) and 1.4-1.7x for `wide_cnn` and `parallel_cnn`. Beside one
+    busy process, spinning OpenMP threads wait at every barrier for a thread that is not running:
+    2.6-3.3x slower. With passive waiting the two-thread runs slow by 1.6-1.8x, a one-thread run by
+    about 1.05x.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = min(torch.get_num_threads(), cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)))
+    if available <= 1 or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        return 1
+    step_flops = recipe.batch_size * _forward_flops(model, input_shape)
+    return max(1, min(available, int(step_flops // FLOPS_PER_THREAD)))
 
 
 def _autocast(recipe: Recipe, device: torch.device):
@@ -115,7 +171,32 @@ def _autocast(recipe: Recipe, device: torch.device):
 
 def _inputs(images_u8: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     mean, std = recipe.normalize or (0.0, 1.0)
-    return normalize(images_u8, mean, std).unsqueeze(1)
+    x = normalize(images_u8, mean, std).unsqueeze(1)
+    return x.contiguous(memory_format=torch.channels_last) if recipe.channels_last else x
+
+
+def prepare_model(model: nn.Module, recipe: Recipe, device: str | torch.device = "cpu") -> nn.Module:
+    """The model on `device`, in the recipe's memory layout (channels_last: NHWC weights)."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if recipe.channels_last else model
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, images_u8: torch.Tensor,
+               labels: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the recipe on a batch of uint8 images: normalise (and augment) on the images' device,
+    forward at the recipe's precision, loss, backward, optimizer step. Returns the loss and the output,
+    detached. The training loop and the training-speed benchmark both run exactly this."""
+    x = _inputs(images_u8, recipe)
+    if recipe.augment is not None:
+        fill = -recipe.normalize[0] / recipe.normalize[1] if recipe.normalize else 0.0  # black, normalised
+        x = random_affine(x, recipe.augment, generator, fill=fill)
+    with _autocast(recipe, x.device):
+        out = model(x)
+    loss = compute_loss(recipe, out, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), out.detach()
 
 
 @torch.no_grad()
@@ -137,25 +218,40 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recip
 
 def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "model", recipe_name: str = "",
                 epochs: int | None = None, seed: int = 0, device: str | torch.device = "cpu",
-                time_budget: float | None = None, progress: bool = True) -> TrainResult:
+                time_budget: float | None = None, progress: bool = True, threads: int | None = None,
+                on_epoch: Callable[[Epoch], None] | None = None) -> TrainResult:
     """Train `model` with `recipe` on `data` (already on `device`) and evaluate on the test set.
 
     `seed` fixes shuffling, augmentation and dropout. For a repeatable run, also seed before building
     the model (`torch.manual_seed(seed)`), as `mnist-arch train` does, so the initial weights repeat.
+    `threads`: CPU threads for this run (default: `choose_threads`); restored afterwards. `on_epoch` is
+    called with each epoch's `Epoch` as soon as it is evaluated (the CLI prints it).
     """
     device = torch.device(device)
+    previous = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(threads or choose_threads(model, recipe))
+    try:
+        result = _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_budget, progress,
+                        on_epoch)
+        result.threads = torch.get_num_threads() if device.type == "cpu" else 0
+        return result
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_budget, progress, on_epoch):
     epochs = epochs or recipe.epochs
     torch.manual_seed(seed)  # the model's own randomness (dropout masks)
     generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and augmentation
 
-    model = model.to(device)
+    model = prepare_model(model, recipe, device)
     train_x, train_y = data.train_images, data.train_labels
     if recipe.train_subset:
         train_x, train_y = train_x[: recipe.train_subset], train_y[: recipe.train_subset]
     steps_per_epoch = math.ceil(len(train_x) / recipe.batch_size)
     optimizer = make_optimizer(model, recipe)
     scheduler = _scheduler(optimizer, recipe, epochs, steps_per_epoch)
-    fill = -recipe.normalize[0] / recipe.normalize[1] if recipe.normalize else 0.0
 
     result = TrainResult(name, recipe_name, 0, 0.0, 0.0)
     start = time.perf_counter()
@@ -168,18 +264,11 @@ def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "m
         bar = tqdm(range(steps_per_epoch), desc=f"{name} {epoch}/{epochs}", disable=not progress, leave=False)
         for step in bar:
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            x, y = _inputs(train_x[idx], recipe), train_y[idx]
-            if recipe.augment is not None:
-                x = random_affine(x, recipe.augment, generator, fill=fill)
-            with _autocast(recipe, device):
-                out = model(x)
-            loss = compute_loss(recipe, out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            y = train_y[idx]
+            loss, out = train_step(model, optimizer, recipe, train_x[idx], y, generator)
             if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
                 scheduler.step()
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss * len(y)
             correct += (out.argmax(1) == y).sum()
             seen += len(y)
             if progress and step % 20 == 0:
@@ -193,6 +282,8 @@ def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "m
             scheduler.step(test_loss)
         result.history.append(Epoch(epoch, loss_sum.item() / seen, correct.item() / seen, test_loss,
                                     test_acc, lr, time.perf_counter() - epoch_start))
+        if on_epoch is not None:
+            on_epoch(result.history[-1])
         if progress:
             tqdm.write(f"{name} epoch {epoch}/{epochs}: train loss {result.history[-1].train_loss:.4f}, "
                        f"test loss {test_loss:.4f}, test accuracy {test_acc:.2%}, lr {lr:.5f}")

@@ -68,11 +68,13 @@ SPEC = Spec(
         Layer("output_layer", (10,), 5_010),
     ),
     recipes={
-        # CPU tier: the first 3,072 training images, one epoch at batch 32, bf16 autocast.
+        # CPU tier (ours): one pass over the first 8,192 training images at batch 32, AdamW + OneCycle with
+        # label smoothing, bf16 autocast, channels_last.
         "quick": Recipe(
-            epochs=1, batch_size=32, optimizer="adamw", lr=0.0005, train_subset=3072, precision="bf16",
-            schedule="onecycle", schedule_kwargs=dict(max_lr=0.0005, pct_start=0.3),
-            min_accuracy=0.887, threshold_note="5 seeds 92.02-93.64%; worst - 2 x spread",
+            epochs=1, batch_size=32, optimizer="adamw", lr=0.001, label_smoothing=0.1, train_subset=8192,
+            schedule="onecycle", schedule_kwargs=dict(max_lr=0.001, pct_start=0.25),
+            precision="bf16", channels_last=True,
+            min_accuracy=0.980, threshold_note="PENDING",
         ),
         # Ours: the reference's SGD search collapsed to "always 1" (11.35%) in every trial. AdamW with a
         # short OneCycle warm-up trains this ReLU network without batch norm (see docs/training.md).

@@ -43,10 +43,14 @@ SPEC = Spec(
         Layer("layer3", (10,), 9_686),
     ),
     recipes={
-        # CPU tier: Adam instead of plain SGD (which needs 150 epochs through the double softmax).
+        # CPU tier (ours), loss fixed: the NLL of the log of the Softmax output's probabilities, which is what
+        # CrossEntropyLoss computes on logits. The published CrossEntropyLoss on the probabilities (a double
+        # softmax) reached 96.7-96.9% in the same three epochs (docs/training.md). fp32: bf16 and
+        # channels_last do not pay on 3-channel convolutions.
         "quick": Recipe(
-            epochs=2, batch_size=64, optimizer="adam", lr=0.003, loss="cross_entropy",
-            min_accuracy=0.930, threshold_note="5 seeds 95.51-96.75%; worst - 2 x spread",
+            epochs=3, batch_size=128, optimizer="adam", lr=0.001, loss="nll_probs",
+            schedule="onecycle", schedule_kwargs=dict(max_lr=0.01, pct_start=0.25),
+            min_accuracy=0.970, threshold_note="PENDING",
         ),
         # The README's recipe, Softmax output into CrossEntropyLoss included (the lint reports it).
         # ReduceLROnPlateau('min') steps on the epoch's test loss (the README does not say which loss).
