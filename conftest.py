@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see mnist_arch._forkserver
 
 
 def pytest_configure(config):

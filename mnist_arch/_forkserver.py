@@ -6,13 +6,20 @@ One thread, because a process that forks must not have started a thread pool: ea
 thread count.
 """
 
-import torch
-import torch.nn.functional as F
+import os
 
-import mnist_arch.checks  # noqa: F401
-import mnist_arch.loader  # noqa: F401
-import mnist_arch.models  # noqa: F401  (registers the references)
-import mnist_arch.registry  # noqa: F401
+# Idle OpenMP threads sleep instead of spinning (read once, when torch loads its OpenMP runtime): a spinning
+# thread waits at every barrier for one that a busy neighbour has descheduled. train.choose_threads uses
+# two threads only under this policy (docs/training.md has the measurements).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import mnist_arch.checks  # noqa: E402, F401
+import mnist_arch.loader  # noqa: E402, F401
+import mnist_arch.models  # noqa: E402, F401  (registers the references)
+import mnist_arch.registry  # noqa: E402, F401
 
 torch.set_num_threads(1)
 with torch.no_grad():
