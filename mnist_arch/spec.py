@@ -74,7 +74,7 @@ class Recipe:
     augment: Augment | None = None
     normalize: tuple[float, float] | None = MNIST_MEAN_STD
     train_subset: int | None = None  # the first N training images, for heavy models in the quick tier
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast) | "bf16_weights" (weights and optimizer in bf16 too)
     channels_last: bool = False  # NHWC weights and inputs: faster convolutions on the CPU (oneDNN)
     threshold_note: str = ""  # where min_accuracy comes from
 
@@ -259,7 +259,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 # Recipe fields a TOML table may set (the pytest plugin's [tool.mnist-arch.models.NAME.train]).
 _RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw", "adagrad"),
                    "loss": ("cross_entropy", "nll", "nll_probs"),
-                   "schedule": ("onecycle", "plateau"), "precision": ("fp32", "bf16")}
+                   "schedule": ("onecycle", "plateau"), "precision": ("fp32", "bf16", "bf16_weights")}
 _RECIPE_COUNTS = ("epochs", "batch_size", "train_subset")
 _RECIPE_TABLES = ("optimizer_kwargs", "schedule_kwargs")
 _RECIPE_FLAGS = ("channels_last",)

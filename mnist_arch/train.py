@@ -134,7 +134,8 @@ def _forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     was_training = model.training
     parameter = next(model.parameters(), None)
-    x = torch.zeros(1, *input_shape, device=parameter.device if parameter is not None else "cpu")
+    x = torch.zeros(1, *input_shape, device=parameter.device if parameter is not None else "cpu",
+                    dtype=parameter.dtype if parameter is not None and parameter.is_floating_point() else None)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model.eval()(x)
@@ -147,8 +148,9 @@ def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...
     """CPU threads for a training run: the one place this is decided (docs/training.md has the measurements).
 
     One thread per FLOPS_PER_THREAD of forward work in a step (batch x FLOPs per image), at most the
-    cores this process may use (shared out among pytest-xdist workers), and one thread unless OpenMP's
-    waiting threads sleep (OMP_WAIT_POLICY=PASSIVE, which the entry points set before torch loads).
+    cores this process may use (shared out among pytest-xdist workers; OMP_NUM_THREADS, where set, caps
+    it), and one thread unless OpenMP's waiting threads sleep (OMP_WAIT_POLICY=PASSIVE, which the entry
+    points set before torch loads).
 
     Why: on the 2-core CI machine a second thread buys nothing for the small networks (their
     convolutions are a few channels wide) and 1.4-1.7x for `wide_cnn` and `parallel_cnn`. Beside one
@@ -157,11 +159,20 @@ def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...
     about 1.05x.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    available = min(torch.get_num_threads(), cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)))
+    available = cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        available = min(available, int(os.environ["OMP_NUM_THREADS"]))
     if available <= 1 or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         return 1
     step_flops = recipe.batch_size * _forward_flops(model, input_shape)
     return max(1, min(available, int(step_flops // FLOPS_PER_THREAD)))
+
+
+#: Recipe precisions. "bf16": autocast, fp32 weights and optimizer state, each weight cast to bf16 for
+#: every step's forward (20-28% of a wide_cnn or parallel_cnn step on the CPU, docs/training.md).
+#: "bf16_weights": weights, gradients and optimizer state in bf16 too: no casts, half the optimizer's
+#: memory traffic. Batch norm layers stay fp32 (their running statistics lose too much in bf16).
+PRECISIONS = ("fp32", "bf16", "bf16_weights")
 
 
 def _autocast(recipe: Recipe, device: torch.device):
@@ -172,12 +183,21 @@ def _autocast(recipe: Recipe, device: torch.device):
 def _inputs(images_u8: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     mean, std = recipe.normalize or (0.0, 1.0)
     x = normalize(images_u8, mean, std).unsqueeze(1)
-    return x.contiguous(memory_format=torch.channels_last) if recipe.channels_last else x
+    x = x.contiguous(memory_format=torch.channels_last) if recipe.channels_last else x
+    return x.to(torch.bfloat16) if recipe.precision == "bf16_weights" else x
 
 
 def prepare_model(model: nn.Module, recipe: Recipe, device: str | torch.device = "cpu") -> nn.Module:
-    """The model on `device`, in the recipe's memory layout (channels_last: NHWC weights)."""
+    """The model on `device`, in the recipe's memory layout (channels_last: NHWC weights) and, for
+    "bf16_weights", in bf16 but for its batch norm layers."""
+    if recipe.precision not in PRECISIONS:
+        raise MnistArchError(f"Recipe precision {recipe.precision!r} is not one of {', '.join(PRECISIONS)}.")
     model = model.to(device)
+    if recipe.precision == "bf16_weights":
+        model = model.to(torch.bfloat16)
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.float()
     return model.to(memory_format=torch.channels_last) if recipe.channels_last else model
 
 
@@ -261,7 +281,10 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
         order = torch.randperm(len(train_x), generator=generator, device=device)
         # Sums stay on the device so the loop never waits for it; read once per epoch.
         seen, correct, loss_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
-        bar = tqdm(range(steps_per_epoch), desc=f"{name} {epoch}/{epochs}", disable=not progress, leave=False)
+        # No tqdm object at all without progress: its first instance creates a multiprocessing lock (a named
+        # semaphore) that a worker process ending with os._exit would leave behind.
+        bar = (tqdm(range(steps_per_epoch), desc=f"{name} {epoch}/{epochs}", leave=False) if progress
+               else range(steps_per_epoch))
         for step in bar:
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             y = train_y[idx]
@@ -330,10 +353,12 @@ def load_checkpoint(path) -> dict:
 
 def runs_table(results: list[TrainResult], seeds: list[int], recipe: Recipe) -> str:
     """Markdown table of several seeds' runs against the recipe's threshold: the docs' tables of runs."""
-    lines = ["| seed | test accuracy | epochs | seconds | collapsed |", "| ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| seed | test accuracy | epochs | seconds | threads | collapsed |",
+             "| ---: | ---: | ---: | ---: | ---: | --- |"]
     for seed, r in zip(seeds, results, strict=True):
         collapsed = f"class {r.collapsed['class']} ({r.collapsed['share']:.0%})" if r.collapsed else "-"
-        lines.append(f"| {seed} | {r.test_accuracy:.2%} | {r.epochs} | {r.seconds:.1f} | {collapsed} |")
+        threads = r.threads or "GPU"
+        lines.append(f"| {seed} | {r.test_accuracy:.2%} | {r.epochs} | {r.seconds:.1f} | {threads} | {collapsed} |")
     accuracies = [r.test_accuracy for r in results]
     worst = min(accuracies)
     lines += ["", f"{results[0].model} `{results[0].recipe}`: worst {worst:.2%}, mean "

@@ -255,7 +255,7 @@ def test_cli_markdown_with_train(capsys, tiny_peaks):
 
 @pytest.mark.parametrize("argv, message", [
     (["--paths", "eager,warp"], "Unknown benchmark path 'warp'"),
-    (["no_such_net"], "No declared model is named 'no_such_net' in the mnist-arch registry"),
+    (["no_such_net"], "No declared or registered model is named 'no_such_net'"),
 ])
 def test_cli_bad_arguments_exit_2(capsys, argv, message):
     code, out, err = run(capsys, "bench", *argv, "--device", "cpu")

@@ -47,7 +47,7 @@ SPEC = Spec(
             epochs=2, batch_size=128, optimizer="adamw", lr=0.001, optimizer_kwargs=dict(weight_decay=0.01),
             schedule="onecycle", schedule_kwargs=dict(max_lr=0.02, pct_start=0.25),
             loss="cross_entropy", label_smoothing=0.1, precision="bf16", channels_last=True,
-            min_accuracy=0.990, threshold_note="PENDING",
+            min_accuracy=0.989, threshold_note="5 seeds 99.20-99.31%; worst - 2 x spread",
         ),
         "full": Recipe(
             epochs=20, batch_size=1024, optimizer="adamw", lr=0.001,
@@ -56,7 +56,7 @@ SPEC = Spec(
             schedule_kwargs=dict(max_lr=0.01, pct_start=0.3, div_factor=10, final_div_factor=100,
                                  anneal_strategy="cos"),
             loss="cross_entropy", label_smoothing=0.1,
-            augment=Augment(degrees=10, translate=0.1, scale=(0.9, 1.1), shear=5),
+            augment=Augment(degrees=10, translate=0.1, scale=(0.9, 1.1), shear=5), channels_last=True,
             min_accuracy=0.993, threshold_note="issue: >= 99.3% (README: 99.38% final, 99.40% best)",
         ),
     },

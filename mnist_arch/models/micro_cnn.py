@@ -46,13 +46,13 @@ SPEC = Spec(
         Layer("head", (10,), 170),
     ),
     recipes={
-        # CPU tier (ours): three epochs of AdamW + OneCycle with label smoothing, bf16 autocast, channels_last,
+        # CPU tier (ours): one epoch of AdamW + OneCycle with label smoothing, bf16 autocast, channels_last,
         # no augmentation. Threshold: the worst of five seeds minus twice their spread (docs/training.md).
         "quick": Recipe(
-            epochs=3, batch_size=128, optimizer="adamw", lr=0.001, loss="nll", label_smoothing=0.1,
+            epochs=1, batch_size=96, optimizer="adamw", lr=0.001, loss="nll", label_smoothing=0.1,
             schedule="onecycle", schedule_kwargs=dict(max_lr=0.03, pct_start=0.25),
             precision="bf16", channels_last=True, normalize=(0.1307, 0.3081),
-            min_accuracy=0.990, threshold_note="PENDING",
+            min_accuracy=0.989, threshold_note="5 seeds 99.14-99.22%; worst - 0.2 points (the rule's minimum margin)",
         ),
         # The README's recipe. final_div_factor=7.5: its log shows lr 0.049657 at the start of epoch 10,
         # which OneCycleLR gives only with a final lr of 0.1/7.5 (not the default 1e4 divisor).
@@ -61,7 +61,7 @@ SPEC = Spec(
             schedule="onecycle",
             schedule_kwargs=dict(max_lr=0.75, div_factor=7.5, final_div_factor=7.5, pct_start=0.3,
                                  anneal_strategy="cos", cycle_momentum=False),
-            augment=Augment(degrees=15, translate=2 / 28), normalize=(0.1307, 0.3081),
+            augment=Augment(degrees=15, translate=2 / 28), normalize=(0.1307, 0.3081), channels_last=True,
             min_accuracy=0.994, threshold_note="issue: >= 99.4% (README: 99.64%)",
         ),
     },

@@ -68,20 +68,21 @@ SPEC = Spec(
         Layer("output_layer", (10,), 5_010),
     ),
     recipes={
-        # CPU tier (ours): one pass over the first 8,192 training images at batch 32, AdamW + OneCycle with
-        # label smoothing, bf16 autocast, channels_last.
+        # CPU tier (ours): one pass over the first 12,288 training images at batch 32, AdamW + OneCycle with
+        # label smoothing, weights and optimizer in bf16 (no per-step casts of its 28.6M weights),
+        # channels_last.
         "quick": Recipe(
-            epochs=1, batch_size=32, optimizer="adamw", lr=0.001, label_smoothing=0.1, train_subset=8192,
+            epochs=1, batch_size=32, optimizer="adamw", lr=0.001, label_smoothing=0.1, train_subset=12288,
             schedule="onecycle", schedule_kwargs=dict(max_lr=0.001, pct_start=0.25),
-            precision="bf16", channels_last=True,
-            min_accuracy=0.980, threshold_note="PENDING",
+            precision="bf16_weights", channels_last=True,
+            min_accuracy=0.975, threshold_note="10 runs (5 seeds at 1 and 2 threads) 98.09-98.38%; worst - 2 x spread",
         ),
         # Ours: the reference's SGD search collapsed to "always 1" (11.35%) in every trial. AdamW with a
         # short OneCycle warm-up trains this ReLU network without batch norm (see docs/training.md).
         "full": Recipe(
             epochs=5, batch_size=128, optimizer="adamw", lr=0.001,
             schedule="onecycle", schedule_kwargs=dict(max_lr=0.001, pct_start=0.2),
-            augment=Augment(degrees=10, translate=0.1), precision="bf16",
+            augment=Augment(degrees=10, translate=0.1), precision="bf16", channels_last=True,
             min_accuracy=0.99, threshold_note="issue: >= 99.0%",
         ),
     },

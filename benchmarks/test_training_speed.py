@@ -1,0 +1,91 @@
+"""Training speed of every architecture's quick recipe, as a share of the machine's measured peak.
+
+The body is the trainer's own step (`mnist_arch.train.train_step`: index a batch of the uint8 images,
+normalise, forward at the recipe's precision and memory layout, loss, backward, fused optimizer step), run
+at the thread count the trainer chooses for that recipe (`mnist_arch.train.choose_threads`). The peak is
+`mnist_arch.bench.measure_peaks` (a 2048x2048 matmul in the recipe's dtype) at the same thread count; a
+training step counts as 3x the forward mult-adds, 2 FLOPs each. `extra_info` carries images/s, FLOP/s,
+the peak and the share; `-s` prints one line per model:
+
+    pytest benchmarks/test_training_speed.py --benchmark-only -s
+
+Plain `pytest` (benchmarks disabled) runs one step per model at batch 2 as a smoke test.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from mnist_arch import bench, create_model, get_spec, list_models
+from mnist_arch.data import load_mnist
+from mnist_arch.train import choose_threads, make_optimizer, prepare_model, train_step
+
+MODELS = list_models()
+TARGET_S = 2.0  # timed seconds per model, at least MIN_ROUNDS steps
+MIN_ROUNDS = 5
+
+
+@pytest.fixture(scope="module")
+def peaks():
+    """bench.measure_peaks at a given thread count, measured once per count."""
+    measured: dict[int, bench.Peaks] = {}
+
+    def at(threads: int) -> bench.Peaks:
+        if threads not in measured:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                measured[threads] = bench.measure_peaks("cpu", min_time=1.0)
+            finally:
+                torch.set_num_threads(previous)
+        return measured[threads]
+
+    return at
+
+
+@pytest.mark.benchmark(group="training-speed")
+@pytest.mark.parametrize("name", MODELS)
+def test_quick_training_step(benchmark, peaks, mnist_root, name):
+    recipe = get_spec(name).recipes["quick"]
+    images, labels = load_mnist(mnist_root)[:2]
+    torch.manual_seed(0)
+    model = prepare_model(create_model(name), recipe).train()
+    threads = choose_threads(model, recipe) if benchmark.enabled else 1
+    batch_size = recipe.batch_size if benchmark.enabled else 2
+    optimizer = make_optimizer(model, recipe)
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        idx = torch.randint(0, len(images), (batch_size,), generator=generator)
+        train_step(model, optimizer, recipe, images[idx], labels[idx], generator)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rounds = 1
+        if benchmark.enabled:
+            step()  # optimizer state and oneDNN primitives are created on the first steps, not timed
+            started = time.perf_counter()
+            step()
+            rounds = max(MIN_ROUNDS, math.ceil(TARGET_S / (time.perf_counter() - started)))
+        benchmark.pedantic(step, rounds=rounds, iterations=1)
+    finally:
+        torch.set_num_threads(previous)
+    mult_adds = bench.registered_work(name)[0]
+    benchmark.extra_info.update(kind="train-quick", batch_size=batch_size, threads=threads, dtype=recipe.precision,
+                                channels_last=recipe.channels_last, optimizer=recipe.optimizer,
+                                mult_adds=mult_adds, torch=torch.__version__)
+    if benchmark.stats is None:  # disabled: the smoke run is done
+        return
+    images_per_s = batch_size / benchmark.stats.stats.median
+    flops = bench.achieved_flops(mult_adds, images_per_s, factor=3)
+    peak = peaks(threads).flops[recipe.precision]
+    benchmark.extra_info.update(images_per_s=round(images_per_s), flops_per_s=flops, peak_flops_per_s=peak,
+                                share_of_peak=round(flops / peak, 4))
+    print(f"\n{name}: {images_per_s:,.0f} training images/s (batch {batch_size}, {recipe.precision}"
+          f"{', channels_last' if recipe.channels_last else ''}, {threads} thread(s)) = {flops / 1e9:.1f} GFLOP/s, "
+          f"{flops / peak:.1%} of the {recipe.precision} matmul peak at {threads} thread(s) ({peak / 1e9:.0f} GFLOP/s)")

@@ -1,0 +1,209 @@
+"""The trainer's own step (`mnist_arch.train.train_step`) under a microscope, for docs/training.md.
+
+    python benchmarks/train_step.py profile micro_cnn [--recipe quick] [--threads N] [--batch-size B]
+    python benchmarks/train_step.py speed wide_cnn --threads 2 [--seconds 3]
+    python benchmarks/train_step.py contention micro_cnn wide_cnn parallel_cnn
+    python benchmarks/train_step.py ablation micro_cnn wide_cnn
+
+`profile`: a markdown table of where a step's time goes (torch.profiler self time grouped into
+convolutions, batch norm, pooling, activations, dropout, augmentation, the optimizer, dtype casts,
+matmuls, other operators, and Python and waiting: the wall time no operator accounts for).
+`speed`: one JSON line, training images/s of the step at a thread count.
+`contention`: for each model, `speed` in fresh processes at 1 and 2 threads, with OpenMP's default
+(spinning) and passive waiting, alone and beside one process spinning on a core; a markdown table of
+images/s and the slow-down. `ablation`: `speed` as declared and with one speed-up taken away at a time
+(channels_last, bf16 weights, bf16 autocast, the fused optimizer) or torch.compile added, with each
+variant's set-up time.
+Threads default to the trainer's choice (`mnist_arch.train.choose_threads`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from mnist_arch import create_model, get_spec
+from mnist_arch.data import load_mnist
+from mnist_arch.train import choose_threads, make_optimizer, prepare_model, train_step
+
+# First match wins: (group, substrings of the operator's name).
+GROUPS = [
+    ("convolution", ("convolution", "conv2d", "mkldnn_conv")),
+    ("batch norm", ("batch_norm",)),
+    ("pooling", ("pool",)),
+    ("activation", ("threshold", "relu", "clamp_min")),
+    ("dropout", ("bernoulli", "dropout")),
+    ("augmentation", ("grid_sampler", "affine_grid")),
+    ("optimizer", ("Optimizer.", "_fused_", "lerp", "addcdiv", "addcmul")),
+    ("dtype casts", ("aten::to", "_to_copy", "aten::copy_")),
+    ("matmul", ("addmm", "aten::mm", "aten::bmm", "linear")),
+]
+
+
+def make_step(name: str, recipe_name: str = "quick", threads: int | None = None, batch_size: int | None = None,
+              data_dir: str | None = None, changes: dict | None = None, fused: bool = True,
+              compiled: bool = False) -> tuple[Callable[[], None], int, int, float]:
+    """(one training step on a random batch of real MNIST, batch size, threads, seconds of set-up and the
+    first three steps); sets the thread count. `changes` replace recipe fields; `fused=False` takes the
+    optimizer's per-tensor loop; `compiled` runs the model through torch.compile."""
+    recipe = dataclasses.replace(get_spec(name).recipes[recipe_name], **(changes or {}))
+    batch_size = batch_size or recipe.batch_size
+    images, labels = load_mnist(data_dir)[:2]
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    model = prepare_model(create_model(name), recipe).train()
+    threads = threads or choose_threads(model, recipe)
+    torch.set_num_threads(threads)
+    optimizer = make_optimizer(model, dataclasses.replace(
+        recipe, optimizer_kwargs={**recipe.optimizer_kwargs, **({} if fused else {"fused": False})}))
+    net = torch.compile(model) if compiled else model
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        idx = torch.randint(0, len(images), (batch_size,), generator=generator)
+        train_step(net, optimizer, recipe, images[idx], labels[idx], generator)
+
+    for _ in range(3):  # optimizer state, oneDNN primitives (and compiled code) are made on the first steps
+        step()
+    return step, batch_size, threads, time.perf_counter() - started
+
+
+def profile(args) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    step, batch_size, threads, _ = make_step(args.name, args.recipe, args.threads, args.batch_size, args.data_dir,
+                                             args.set)
+    started = time.perf_counter()
+    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.steps):
+            step()
+    wall_ms = (time.perf_counter() - started) * 1e3 / args.steps
+    groups: dict[str, float] = {}
+    for event in prof.key_averages():
+        group = next((g for g, keys in GROUPS if any(k in event.key for k in keys)), "other operators")
+        groups[group] = groups.get(group, 0.0) + event.self_cpu_time_total / 1e3 / args.steps
+    groups["Python and waiting"] = max(0.0, wall_ms - sum(groups.values()))
+    recipe = get_spec(args.name).recipes[args.recipe]
+    print(f"{args.name} `{args.recipe}` step: batch {batch_size}, {recipe.precision}"
+          f"{', channels_last' if recipe.channels_last else ''}, {recipe.optimizer}, {threads} thread(s): "
+          f"{wall_ms:.1f} ms per step ({batch_size / wall_ms * 1e3:,.0f} images/s under the profiler)\n")
+    print("| part | ms per step | share |\n| --- | ---: | ---: |")
+    for group, ms in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"| {group} | {ms:.2f} | {ms / wall_ms:.1%} |")
+
+
+def speed(args) -> None:
+    step, batch_size, threads, setup_s = make_step(args.name, args.recipe, args.threads, args.batch_size,
+                                                   args.data_dir, args.set, not args.unfused, args.compile)
+    steps, started = 0, time.perf_counter()
+    while steps < 3 or time.perf_counter() - started < args.seconds:
+        step()
+        steps += 1
+    print(json.dumps({"name": args.name, "threads": threads, "batch_size": batch_size,
+                      "images_per_s": steps * batch_size / (time.perf_counter() - started), "setup_s": setup_s,
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}))
+
+
+#: The ablation's variants: (label, extra `speed` arguments).
+VARIANTS = [
+    ("as declared", []),
+    ("contiguous (no channels_last)", ["--set", "channels_last=False"]),
+    ("bf16 autocast (fp32 weights)", ["--set", "precision='bf16'"]),
+    ("fp32", ["--set", "precision='fp32'"]),
+    ("unfused optimizer", ["--unfused"]),
+    ("torch.compile", ["--compile"]),
+]
+
+
+def ablation(args) -> None:
+    print("| model | variant | threads | images/s | vs declared | set-up and first 3 steps s |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: |")
+    for name in args.names:
+        declared, recipe = None, get_spec(name).recipes[args.recipe]
+        for label, extra in VARIANTS:
+            if extra[:1] == ["--set"] and _change(extra[1]) in dataclasses.asdict(recipe).items():
+                continue  # that is the recipe as declared
+            argv = [sys.executable, __file__, "speed", name, "--recipe", args.recipe, "--seconds", str(args.seconds),
+                    *extra] + (["--data-dir", args.data_dir] if args.data_dir else [])
+            out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            declared = declared or out["images_per_s"]
+            print(f"| `{name}` | {label} | {out['threads']} | {out['images_per_s']:,.0f} | "
+                  f"{out['images_per_s'] / declared:.2f}x | {out['setup_s']:.1f} |", flush=True)
+
+
+@contextlib.contextmanager
+def busy_process(busy: bool):
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        time.sleep(0.2 if busy else 0)
+        yield
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def contention(args) -> None:
+    print("| model | OpenMP waiting | threads | alone img/s | beside a busy process img/s | slow-down |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: |")
+    for name in args.names:
+        for policy in ("default", "PASSIVE"):
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            if policy != "default":
+                env["OMP_WAIT_POLICY"] = policy
+            for threads in (1, 2):
+                measured = {}
+                for busy in (False, True):  # alone, then beside the busy process
+                    argv = [sys.executable, __file__, "speed", name, "--recipe", args.recipe, "--threads", str(threads),
+                            "--seconds", str(args.seconds)] + (["--data-dir", args.data_dir] if args.data_dir else [])
+                    with busy_process(busy):
+                        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+                    measured[busy] = json.loads(out.splitlines()[-1])["images_per_s"]
+                print(f"| `{name}` | {'spinning (default)' if policy == 'default' else 'passive'} | {threads} | "
+                      f"{measured[False]:,.0f} | {measured[True]:,.0f} | {measured[False] / measured[True]:.2f}x |",
+                      flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands = {"profile": profile, "speed": speed, "contention": contention, "ablation": ablation}
+    for command in commands:
+        p = sub.add_parser(command)
+        several = command in ("contention", "ablation")
+        p.add_argument("names" if several else "name", nargs="+" if several else None)
+        p.add_argument("--recipe", default="quick")
+        p.add_argument("--data-dir")
+        p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
+        if not several:
+            p.add_argument("--threads", type=int)
+            p.add_argument("--batch-size", type=int)
+            p.add_argument("--set", type=_change, action="append", metavar="FIELD=VALUE",
+                           help="replace a recipe field (a Python literal)")
+            p.add_argument("--steps", type=int, default=30, help="profiled steps")
+            p.add_argument("--unfused", action="store_true", help="the optimizer's per-tensor loop")
+            p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    args = parser.parse_args()
+    if not getattr(args, "names", None):
+        args.set = dict(args.set or [])
+    commands[args.command](args)
+
+
+def _change(text: str) -> tuple[str, object]:
+    field, _, value = text.partition("=")
+    return field, ast.literal_eval(value)
+
+
+if __name__ == "__main__":
+    main()
