@@ -3,7 +3,7 @@
 The body is the trainer's own step (`mnist_arch.train.train_step`: index a batch of the uint8 images,
 normalise, forward at the recipe's precision and memory layout, loss, backward, fused optimizer step), run
 at the thread count the trainer chooses for that recipe (`mnist_arch.train.choose_threads`). The peak is
-`mnist_arch.bench.measure_peaks` (a 2048x2048 matmul in the recipe's dtype) at the same thread count; a
+`mnist_arch.bench.measure_peaks` (a 2048x2048 matmul in the recipe's compute dtype) at the same thread count; a
 training step counts as 3x the forward mult-adds, 2 FLOPs each. `extra_info` carries images/s, FLOP/s,
 the peak and the share; `-s` prints one line per model:
 
@@ -75,17 +75,18 @@ def test_quick_training_step(benchmark, peaks, mnist_root, name):
         benchmark.pedantic(step, rounds=rounds, iterations=1)
     finally:
         torch.set_num_threads(previous)
-    mult_adds = bench.registered_work(name)[0]
     benchmark.extra_info.update(kind="train-quick", batch_size=batch_size, threads=threads, dtype=recipe.precision,
-                                channels_last=recipe.channels_last, optimizer=recipe.optimizer,
-                                mult_adds=mult_adds, torch=torch.__version__)
+                                channels_last=recipe.channels_last, optimizer=recipe.optimizer, torch=torch.__version__)
     if benchmark.stats is None:  # disabled: the smoke run is done
         return
+    mult_adds = bench.registered_work(name)[0]
+    benchmark.extra_info["mult_adds"] = mult_adds
     images_per_s = batch_size / benchmark.stats.stats.median
     flops = bench.achieved_flops(mult_adds, images_per_s, factor=3)
-    peak = peaks(threads).flops[recipe.precision]
+    dtype = "fp32" if recipe.precision == "fp32" else "bf16"  # bf16 autocast and bf16 weights compute in bf16
+    peak = peaks(threads).flops[dtype]
     benchmark.extra_info.update(images_per_s=round(images_per_s), flops_per_s=flops, peak_flops_per_s=peak,
                                 share_of_peak=round(flops / peak, 4))
     print(f"\n{name}: {images_per_s:,.0f} training images/s (batch {batch_size}, {recipe.precision}"
           f"{', channels_last' if recipe.channels_last else ''}, {threads} thread(s)) = {flops / 1e9:.1f} GFLOP/s, "
-          f"{flops / peak:.1%} of the {recipe.precision} matmul peak at {threads} thread(s) ({peak / 1e9:.0f} GFLOP/s)")
+          f"{flops / peak:.1%} of the {dtype} matmul peak at {threads} thread(s) ({peak / 1e9:.0f} GFLOP/s)")

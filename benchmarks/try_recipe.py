@@ -19,8 +19,9 @@ import torch
 
 from mnist_arch import create_model, get_spec
 from mnist_arch.data import load_mnist
+from mnist_arch.runs import runs_table
 from mnist_arch.spec import Augment
-from mnist_arch.train import runs_table, train_model
+from mnist_arch.train import train_model
 
 
 def seeds(text: str) -> list[int]:

@@ -165,12 +165,18 @@ def _data_dir(args, project) -> str | None:
     return None if chosen is None else str(chosen)
 
 
+def _print_now(line: str) -> None:
+    """One line at once, also into a pipe or a file (a CI log), where print alone would wait for the
+    buffer to fill."""
+    print(line, flush=True)
+
+
 def _cmd_train(args) -> int:
     import json
 
     from mnist_arch.isolate import Worker
     from mnist_arch.project import judge, load_project, train_declared, training_recipe, worker_options
-    from mnist_arch.train import runs_table
+    from mnist_arch.runs import runs_table
 
     project = load_project()
     model = project.select([args.name])[0]
@@ -182,7 +188,7 @@ def _cmd_train(args) -> int:
     text = args.format == "text"
     results = []
     for seed in args.seed:
-        with Worker(model.name, args.timeout or project.train_timeout, on_note=print if text else None,
+        with Worker(model.name, args.timeout or project.train_timeout, on_note=_print_now if text else None,
                     **worker_options(project, model)) as worker:
             result = worker.call(train_declared, model, args.recipe, recipe, seed, args.epochs, args.device,
                                  args.time_budget, _data_dir(args, project), args.plots, args.save,

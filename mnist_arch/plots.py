@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_arch.train import TrainResult
+from mnist_arch.runs import TrainResult
 
 
 def save_plots(result: TrainResult, test_images: torch.Tensor, test_labels: torch.Tensor,

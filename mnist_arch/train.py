@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 import torch.nn as nn
@@ -20,41 +20,12 @@ from tqdm.auto import tqdm
 
 from mnist_arch.data import MNIST, normalize, random_affine
 from mnist_arch.errors import MnistArchError
+from mnist_arch.runs import Epoch, TrainResult
 from mnist_arch.spec import Recipe
 
 #: A prediction share above this on one class is reported as a collapse. A trained MNIST classifier
 #: puts 9-12% of the test set on each class; an untrained or collapsed one puts most on one.
 COLLAPSE_SHARE = 0.5
-
-
-@dataclass
-class Epoch:
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    test_loss: float
-    test_accuracy: float
-    lr: float
-    seconds: float
-
-
-@dataclass
-class TrainResult:
-    model: str
-    recipe: str
-    epochs: int
-    seconds: float
-    test_accuracy: float
-    history: list[Epoch] = field(default_factory=list)
-    collapsed: dict | None = None
-    threads: int = 0  # CPU threads the run used (0 on a GPU)
-    test_predictions: torch.Tensor | None = None  # for plots; not serialised
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "recipe": self.recipe, "epochs": self.epochs,
-                "seconds": round(self.seconds, 3), "test_accuracy": self.test_accuracy,
-                "history": [asdict(e) for e in self.history], "collapsed": self.collapsed,
-                "threads": self.threads}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -124,39 +95,62 @@ def compute_loss(recipe: Recipe, output: torch.Tensor, target: torch.Tensor) -> 
     return (1 - recipe.label_smoothing) * nll - recipe.label_smoothing * output.mean(1).mean()
 
 
-#: Forward FLOPs per training step that justify one more CPU thread (see `choose_threads`).
-FLOPS_PER_THREAD = 2e9
+#: Forward multiply-accumulates per training step that justify one more CPU thread (see `choose_threads`).
+MULT_ADDS_PER_THREAD = 1e9
 
 
-def _forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Convolution and matmul FLOPs of one image's forward pass (eval mode, no state changes)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def _step_mult_adds(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...]) -> int:
+    """Forward multiply-accumulates of one training step (batch x one image's, torchinfo's convention;
+    0 when unknown). The recorded pass leaves the model and the random number generators as they were,
+    so a seed repeats its run whether or not the threads were chosen."""
+    from mnist_arch.checks import example_input, mult_adds_from_calls, record_calls
 
-    was_training = model.training
     parameter = next(model.parameters(), None)
-    x = torch.zeros(1, *input_shape, device=parameter.device if parameter is not None else "cpu",
-                    dtype=parameter.dtype if parameter is not None and parameter.is_floating_point() else None)
+    x = example_input(2, input_shape)
+    if parameter is not None:
+        x = x.to(parameter.device, parameter.dtype if parameter.is_floating_point() else x.dtype)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model.eval()(x)
-    finally:
-        model.train(was_training)
-    return counter.get_total_flops()
+        with torch.random.fork_rng(devices=[]):
+            calls, _ = record_calls(model, x)
+    except MnistArchError:  # the run itself will say what is wrong with the model
+        return 0
+    return recipe.batch_size * (mult_adds_from_calls(calls) or 0)
+
+
+def idle_cores(seconds: float = 0.2) -> float | None:
+    """How many cores sat idle over the next `seconds`, from /proc/stat (None where there is none)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return ticks[3] + ticks[4], sum(ticks)
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    cores = os.cpu_count() or 1
+    return cores * (idle1 - idle0) / max(1, total1 - total0)
 
 
 def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...] = (1, 28, 28)) -> int:
     """CPU threads for a training run: the one place this is decided (docs/training.md has the measurements).
 
-    One thread per FLOPS_PER_THREAD of forward work in a step (batch x FLOPs per image), at most the
-    cores this process may use (shared out among pytest-xdist workers; OMP_NUM_THREADS, where set, caps
-    it), and one thread unless OpenMP's waiting threads sleep (OMP_WAIT_POLICY=PASSIVE, which the entry
-    points set before torch loads).
+    1. One thread per MULT_ADDS_PER_THREAD of forward work in a step (batch x one image's; unknown
+       work, say a matmul the count does not cover, gets one thread),
+    2. at most the cores this process may use, shared out among pytest-xdist workers (OMP_NUM_THREADS,
+       where set, caps it),
+    3. one thread unless OpenMP's waiting threads sleep (OMP_WAIT_POLICY=PASSIVE, which the command line
+       sets before torch loads, in its own process and its workers),
+    4. and, where that still leaves more than one, no more than the cores found idle right now.
 
-    Why: on the 2-core CI machine a second thread buys nothing for the small networks (their
-    convolutions are a few channels wide) and 1.4-1.7x for `wide_cnn` and `parallel_cnn`. Beside one
-    busy process, spinning OpenMP threads wait at every barrier for a thread that is not running:
-    2.6-3.3x slower. With passive waiting the two-thread runs slow by 1.6-1.8x, a one-thread run by
-    about 1.05x.
+    Why, measured on the 2-core CI machine: a second thread buys nothing for the small networks (their
+    convolutions are a few channels wide) and 1.5-1.7x for `wide_cnn` and `parallel_cnn`. Beside one
+    busy process, spinning OpenMP threads wait at every barrier for a thread that is not running (2.6-3.3x
+    slower); sleeping ones still lose 1.7-2.5x, while one thread loses nothing: so a run that finds a core
+    taken keeps to one thread.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     available = cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
@@ -164,8 +158,12 @@ def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...
         available = min(available, int(os.environ["OMP_NUM_THREADS"]))
     if available <= 1 or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         return 1
-    step_flops = recipe.batch_size * _forward_flops(model, input_shape)
-    return max(1, min(available, int(step_flops // FLOPS_PER_THREAD)))
+    wanted = max(1, min(available, int(_step_mult_adds(model, recipe, input_shape) // MULT_ADDS_PER_THREAD)))
+    if wanted > 1:
+        idle = idle_cores()
+        if idle is not None:
+            wanted = max(1, min(wanted, int(idle + 0.5)))
+    return wanted
 
 
 #: Recipe precisions. "bf16": autocast, fp32 weights and optimizer state, each weight cast to bf16 for
@@ -349,27 +347,3 @@ def load_checkpoint(path) -> dict:
         raise MnistArchError(f"Checkpoint {path} is not one `mnist-arch train --save` wrote (no model name "
                              "and state_dict).")
     return checkpoint
-
-
-def runs_table(results: list[TrainResult], seeds: list[int], recipe: Recipe) -> str:
-    """Markdown table of several seeds' runs against the recipe's threshold: the docs' tables of runs."""
-    lines = ["| seed | test accuracy | epochs | seconds | threads | collapsed |",
-             "| ---: | ---: | ---: | ---: | ---: | --- |"]
-    for seed, r in zip(seeds, results, strict=True):
-        collapsed = f"class {r.collapsed['class']} ({r.collapsed['share']:.0%})" if r.collapsed else "-"
-        threads = r.threads or "GPU"
-        lines.append(f"| {seed} | {r.test_accuracy:.2%} | {r.epochs} | {r.seconds:.1f} | {threads} | {collapsed} |")
-    accuracies = [r.test_accuracy for r in results]
-    worst = min(accuracies)
-    lines += ["", f"{results[0].model} `{results[0].recipe}`: worst {worst:.2%}, mean "
-              f"{sum(accuracies) / len(accuracies):.2%}, best {max(accuracies):.2%} over {len(results)} seeds; "
-              f"the rule gives {rule_threshold(accuracies):.1%}; declared threshold {recipe.min_accuracy:.2%} "
-              f"({(worst - recipe.min_accuracy) * 100:+.2f} points below the worst seed)."]
-    return "\n".join(lines)
-
-
-def rule_threshold(accuracies: list[float]) -> float:
-    """The quick tier's threshold rule (docs/training.md): the worst seed minus twice the spread between
-    the best and the worst seed, at least 0.2 points, rounded down to 0.1 point."""
-    worst, spread = min(accuracies), max(accuracies) - min(accuracies)
-    return math.floor((worst - max(0.002, 2 * spread)) * 1000 + 1e-6) / 1000

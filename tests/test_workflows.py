@@ -596,7 +596,7 @@ def test_test_job_cpu_torch_pip_cache_mnist_cache_pytest():
     assert "hashFiles(" in cache_step["with"]["key"]
     fetch = next(s for s in job["steps"] if "load_mnist()" in str(s.get("run", "")))
     assert f"steps.{cache_step['id']}.outputs.cache-hit" in fetch["if"]
-    assert re.search(r"^pytest$", scripts, re.MULTILINE), "the test job runs plain `pytest`"
+    assert re.search(r"^pytest -n auto", scripts, re.MULTILINE), "the test job runs the README's `pytest -n auto`"
 
 
 def test_param_gate_writes_summary_and_diffs_base():
@@ -632,5 +632,5 @@ def test_gpu_job_is_opt_in_self_hosted():
     job = _jobs()["gpu"]
     assert job["runs-on"] == ["self-hosted", "gpu"]
     assert job.get("if") == "vars.MNIST_ARCH_GPU_RUNNER == 'true'"
-    assert re.search(r"^pytest -m gpu$", _run_scripts(job), re.MULTILINE)
+    assert re.search(r"^pytest -m slow$", _run_scripts(job), re.MULTILINE)  # the full recipes, on CUDA there
     assert load_yaml(ACTIONLINT_CONFIG) == {"self-hosted-runner": {"labels": ["gpu"]}}
