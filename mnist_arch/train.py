@@ -149,7 +149,7 @@ def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...
     Why, measured on the 2-core CI machine: a second thread buys nothing for the small networks (their
     convolutions are a few channels wide) and 1.5-1.7x for `wide_cnn` and `parallel_cnn`. Beside one
     busy process, spinning OpenMP threads wait at every barrier for a thread that is not running (2.6-3.3x
-    slower); sleeping ones still lose 1.7-2.5x, while one thread loses nothing: so a run that finds a core
+    slower); sleeping ones still lose 1.7-2.6x, while one thread loses nothing: so a run that finds a core
     taken keeps to one thread.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -35,13 +35,15 @@ def _training_work(item) -> float:
     if name not in list_models():
         return 1e12
     spec = get_spec(name)
-    recipe = spec.recipes["quick"]
-    return recipe.epochs * (recipe.train_subset or 60_000) * (spec.exact_mult_adds or 0)
+    recipe = spec.recipes.get("quick")
+    return 0 if recipe is None else recipe.epochs * (recipe.train_subset or 60_000) * (spec.exact_mult_adds or 0)
 
 
 def pytest_collection_modifyitems(items):
-    """The training items first, longest first: pytest-xdist hands items out in order, so the long ones
-    start at once and the short ones fill in around them instead of one worker finishing alone."""
+    """The training items first, longest first. pytest-xdist hands items out in order, one at a time
+    (`--maxschedchunk=1` in pyproject's addopts; by default each worker's first chunk is a quarter of its
+    share, which put every training item on the first worker): the long ones start at once on both
+    workers and the short ones fill in around them instead of one worker finishing alone."""
     training = [item for item in items if item.get_closest_marker("training")]
     if training:
         rest = [item for item in items if not item.get_closest_marker("training")]
