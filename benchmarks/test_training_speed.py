@@ -1,7 +1,8 @@
 """Training speed of every architecture's quick recipe, as a share of the machine's measured peak.
 
-The body is the trainer's own step (`mnist_arch.train.train_step`: index a batch of the uint8 images,
-normalise, forward at the recipe's precision and memory layout, loss, backward, fused optimizer step), run
+The body is the trainer's own step (`mnist_arch.train.train_step`, set up by `make_step` of
+benchmarks/train_step.py: index a batch of the uint8 images, normalise, forward at the recipe's precision
+and memory layout, loss, backward, fused optimizer step), run
 at the thread count the trainer chooses for that recipe (`mnist_arch.train.choose_threads`). The peak is
 `mnist_arch.bench.measure_peaks` (a 2048x2048 matmul in the recipe's compute dtype) at the same thread count; a
 training step counts as 3x the forward mult-adds, 2 FLOPs each. `extra_info` carries images/s, FLOP/s,
@@ -19,10 +20,9 @@ import time
 
 import pytest
 import torch
+from train_step import make_step  # benchmarks/train_step.py: the same step its profile and speed commands time
 
-from mnist_arch import bench, create_model, get_spec, list_models
-from mnist_arch.data import load_mnist
-from mnist_arch.train import choose_threads, make_optimizer, prepare_model, train_step
+from mnist_arch import bench, get_spec, list_models
 
 MODELS = list_models()
 TARGET_S = 2.0  # timed seconds per model, at least MIN_ROUNDS steps
@@ -51,24 +51,14 @@ def peaks():
 @pytest.mark.parametrize("name", MODELS)
 def test_quick_training_step(benchmark, peaks, mnist_root, name):
     recipe = get_spec(name).recipes["quick"]
-    images, labels = load_mnist(mnist_root)[:2]
-    torch.manual_seed(0)
-    model = prepare_model(create_model(name), recipe).train()
-    threads = choose_threads(model, recipe) if benchmark.enabled else 1
-    batch_size = recipe.batch_size if benchmark.enabled else 2
-    optimizer = make_optimizer(model, recipe)
-    generator = torch.Generator().manual_seed(0)
-
-    def step() -> None:
-        idx = torch.randint(0, len(images), (batch_size,), generator=generator)
-        train_step(model, optimizer, recipe, images[idx], labels[idx], generator)
-
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
+        # The trainer's thread choice and the recipe's batch when timing; one thread and batch 2 for the smoke
+        # run. make_step sets the threads and takes the first steps (optimizer state, oneDNN primitives) untimed.
+        step, batch_size, threads, _ = make_step(name, threads=None if benchmark.enabled else 1,
+                                                 batch_size=None if benchmark.enabled else 2, data_dir=str(mnist_root))
         rounds = 1
         if benchmark.enabled:
-            step()  # optimizer state and oneDNN primitives are created on the first steps, not timed
             started = time.perf_counter()
             step()
             rounds = max(MIN_ROUNDS, math.ceil(TARGET_S / (time.perf_counter() - started)))

@@ -167,8 +167,13 @@ def layer_output_shapes(model: nn.Module, x: torch.Tensor, name: str = "model") 
 
 def count_mult_adds(model: nn.Module, input_shape: Iterable[int]) -> int | None:
     """Multiply-accumulates for one image in torchinfo's convention, from one recorded forward pass
-    (see `mult_adds_from_calls`); None when it cannot be measured."""
-    calls, _ = record_calls(model, example_input(2, input_shape))
+    (see `mult_adds_from_calls`) on an input on the model's device in its floating-point dtype; None
+    when it cannot be measured."""
+    x = example_input(2, input_shape)
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        x = x.to(parameter.device, parameter.dtype if parameter.is_floating_point() else x.dtype)
+    calls, _ = record_calls(model, x)
     return mult_adds_from_calls(calls)
 
 

@@ -103,18 +103,14 @@ def _step_mult_adds(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ..
     """Forward multiply-accumulates of one training step (batch x one image's, torchinfo's convention;
     0 when unknown). The recorded pass leaves the model and the random number generators as they were,
     so a seed repeats its run whether or not the threads were chosen."""
-    from mnist_arch.checks import example_input, mult_adds_from_calls, record_calls
+    from mnist_arch.checks import count_mult_adds
 
-    parameter = next(model.parameters(), None)
-    x = example_input(2, input_shape)
-    if parameter is not None:
-        x = x.to(parameter.device, parameter.dtype if parameter.is_floating_point() else x.dtype)
     try:
         with torch.random.fork_rng(devices=[]):
-            calls, _ = record_calls(model, x)
+            per_image = count_mult_adds(model, input_shape)
     except MnistArchError:  # the run itself will say what is wrong with the model
         return 0
-    return recipe.batch_size * (mult_adds_from_calls(calls) or 0)
+    return recipe.batch_size * (per_image or 0)
 
 
 def idle_cores(seconds: float = 0.2) -> float | None:
