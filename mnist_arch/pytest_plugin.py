@@ -264,6 +264,7 @@ def _forward_benchmark(benchmark, request):
     """Forward throughput of a declared model at one batch size, timed by pytest-benchmark. The model runs
     in an isolated worker; each timed call runs enough forward passes there (at least 64 images) that the
     round trip to the worker is a small part of it, and `extra_info` holds images per second."""
+    from mnist_arch.errors import MnistArchError
     from mnist_arch.isolate import Worker
     from mnist_arch.project import forward_repeats, load_for_forward, run_forwards, worker_options
 
@@ -271,13 +272,20 @@ def _forward_benchmark(benchmark, request):
     project = node.parent.project
     batch = request.node.keywords["mnist_arch_batch"]
     repeats = forward_repeats(batch)
-    with Worker(node.name, project.timeout, **worker_options(project, node.model)) as worker:
-        worker.call(load_for_forward, node.model, batch)
-        real = request.config.getoption("benchmark_only", False) or request.config.getoption("benchmark_enable", False)
-        if real:
-            benchmark(worker.call, run_forwards, repeats)
-        else:  # a plain `pytest`: one call, as a smoke test
-            benchmark.pedantic(worker.call, args=(run_forwards, repeats), rounds=1, iterations=1)
+    broken = None
+    try:
+        with Worker(node.name, project.timeout, **worker_options(project, node.model)) as worker:
+            worker.call(load_for_forward, node.model, batch)
+            real = (request.config.getoption("benchmark_only", False)
+                    or request.config.getoption("benchmark_enable", False))
+            if real:
+                benchmark(worker.call, run_forwards, repeats)
+            else:  # a plain `pytest`: one call, as a smoke test
+                benchmark.pedantic(worker.call, args=(run_forwards, repeats), rounds=1, iterations=1)
+    except MnistArchError as exc:  # the model broke in its worker: its paragraph, not a traceback of ours
+        broken = str(exc)
+    if broken is not None:
+        pytest.fail(broken, pytrace=False)
     benchmark.extra_info.update({"model": node.name, "batch_size": batch, "forwards_per_call": repeats})
     stats = getattr(benchmark, "stats", None)
     median = getattr(getattr(stats, "stats", None), "median", None)

@@ -185,6 +185,24 @@ def test_plugin_gives_one_clean_failing_item_per_broken_model(tmp_path):
     assert "PASSED test_own.py::test_own" in out and "4 failed, 5 passed" in out
 
 
+def test_a_model_that_exits_in_the_forward_benchmark_is_one_clean_failing_item(tmp_path):
+    """It passes its checks (a few forward passes), then exits on the sixth call, inside the `forward[1]`
+    benchmark item's worker: that item fails with the model's paragraph, no traceback of the plugin's."""
+    (tmp_path / "model.py").write_text(
+        "import sys\nimport torch.nn as nn\n\n\nclass Quits(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.fc, self.calls = nn.Linear(784, 10), 0\n\n"
+        "    def forward(self, x):\n        self.calls += 1\n        if self.calls > 5:\n"
+        "            sys.exit(3)\n        return self.fc(x.flatten(1))\n")
+    (tmp_path / "pyproject.toml").write_text('[tool.mnist-arch.models.quits]\nmodel = "model.py:Quits"\n')
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "forward"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = proc.stdout
+    assert proc.returncode == 1 and "INTERNALERROR" not in out, out[-3000:]
+    assert "FAILED pyproject.toml::quits::forward[1]" in out, out[-3000:]
+    assert "Model quits: the model's code exited the process with code 3" in out, out[-3000:]
+    assert "pytest_plugin.py" not in out and "During handling" not in out, out[-3000:]
+
+
 # ---------------------------------------------------------------------------------------------
 # Defects still open
 
