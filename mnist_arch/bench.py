@@ -72,7 +72,7 @@ from mnist_arch.checks import example_input
 from mnist_arch.errors import MnistArchError
 from mnist_arch.isolate import phase
 from mnist_arch.spec import MNIST_MEAN_STD, Recipe
-from mnist_arch.train import compute_loss, make_optimizer, resolve_device
+from mnist_arch.train import make_optimizer, model_input, optimize, prepare_model, resolve_device
 
 #: Modifiers a path may combine, in the order they are applied; "eager" is none of them.
 MODIFIERS = ("channels_last", "bf16", "compile", "cuda_graphs")
@@ -310,9 +310,10 @@ def train_recipe(spec: Any) -> Any:
 def prepare_train_step(model: str | nn.Module | Subject, batch_size: int | None = None,
                        device: str | torch.device = "cpu", *, recipe: Any = None,
                        seed: int = 0) -> Prepared:
-    """One training step (forward, loss, backward, optimizer step) on a static random batch.
+    """One training step (forward, loss, backward, optimizer step) on a static random batch: the trainer's
+    own (`mnist_arch.train.optimize`, without data loading and augmentation).
 
-    Follows the model's recipe when it has one (optimizer, lr, loss, batch size, bf16 precision);
+    Follows the model's recipe when it has one (optimizer, lr, loss, batch size, precision, memory layout);
     otherwise SGD(lr=0.01, momentum=0.9), batch size `TRAIN_BATCH_SIZE` and cross-entropy.
     """
     dev = resolve_device(device)
@@ -320,24 +321,19 @@ def prepare_train_step(model: str | nn.Module | Subject, batch_size: int | None 
     net, name, shape, spec = _build(model, seed)
     recipe = recipe if recipe is not None else train_recipe(spec)
     batch_size = batch_size or (recipe.batch_size if recipe else TRAIN_BATCH_SIZE)
-    net = net.train().to(dev)
     if recipe is None:  # a model without a recipe: plain SGD with momentum on logits
         recipe = Recipe(epochs=1, batch_size=batch_size, optimizer="sgd", lr=0.01, min_accuracy=0.0,
                         optimizer_kwargs={"momentum": 0.9})
+    net = prepare_model(net, recipe, dev).train()  # the recipe's memory layout and weight dtype, as it trains
     optimizer = make_optimizer(net, recipe)
-    bf16 = recipe.precision == "bf16"
+    bf16 = recipe.precision in ("bf16", "bf16_weights")
     generator = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch_size, *shape, generator=generator).to(dev)
+    x = model_input(torch.rand(batch_size, *shape, generator=generator).to(dev), recipe)
     num_classes = getattr(spec, "num_classes", 10)
     y = torch.randint(0, num_classes, (batch_size,), generator=generator).to(dev)
 
     def step() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = compute_loss(recipe, net(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
+        return optimize(net, optimizer, recipe, x, y)[0]
 
     step()  # optimizer state (Adam moments, ...) is allocated on the first step, not timed
     if dev.type == "cuda":

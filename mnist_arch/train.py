@@ -174,11 +174,15 @@ def _autocast(recipe: Recipe, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _inputs(images_u8: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    mean, std = recipe.normalize or (0.0, 1.0)
-    x = normalize(images_u8, mean, std).unsqueeze(1)
+def model_input(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """A float batch [N, C, H, W] in the recipe's memory layout and, for "bf16_weights", in bf16."""
     x = x.contiguous(memory_format=torch.channels_last) if recipe.channels_last else x
     return x.to(torch.bfloat16) if recipe.precision == "bf16_weights" else x
+
+
+def _inputs(images_u8: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    mean, std = recipe.normalize or (0.0, 1.0)
+    return model_input(normalize(images_u8, mean, std).unsqueeze(1), recipe)
 
 
 def prepare_model(model: nn.Module, recipe: Recipe, device: str | torch.device = "cpu") -> nn.Module:
@@ -204,6 +208,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recip
     if recipe.augment is not None:
         fill = -recipe.normalize[0] / recipe.normalize[1] if recipe.normalize else 0.0  # black, normalised
         x = random_affine(x, recipe.augment, generator, fill=fill)
+    return optimize(model, optimizer, recipe, x, labels)
+
+
+def optimize(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, x: torch.Tensor,
+             labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward a batch already in the model's input form (`model_input`) at the recipe's precision, loss,
+    backward, optimizer step; the loss and the output, detached."""
     with _autocast(recipe, x.device):
         out = model(x)
     loss = compute_loss(recipe, out, labels)

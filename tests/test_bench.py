@@ -214,6 +214,18 @@ def test_train_step_follows_the_recipe():
     assert any(not torch.equal(b, p) for b, p in zip(before, prepared.model.parameters(), strict=True))
 
 
+def test_train_step_runs_as_the_trainer_does():
+    """The timed step is the trainer's: the recipe's memory layout and weight dtype, not just its optimizer."""
+    recipe = get_spec("parallel_cnn").recipes["quick"]
+    assert recipe.channels_last and recipe.precision == "bf16_weights"
+    prepared = bench.prepare_train_step("parallel_cnn", batch_size=2, recipe=recipe)
+    convs = [m for m in prepared.model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.dtype == torch.bfloat16 for c in convs)
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs if c.kernel_size != (1, 1))
+    assert prepared.input.is_contiguous(memory_format=torch.channels_last) and prepared.dtype == "bf16"
+    assert torch.isfinite(prepared())
+
+
 def test_train_step_without_recipe():
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     prepared = bench.prepare_train_step(net, device="cpu")
