@@ -76,6 +76,16 @@ def pytest_configure(config):
         config.args.append(str(table))
 
 
+def pytest_runtest_setup(item):
+    """The `gpu` marker keeps its promise: such a test is skipped where PyTorch sees no CUDA device (torch
+    is imported only for a marked test)."""
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip(f"marked gpu, and this PyTorch ({torch.__version__}) sees no CUDA device")
+
+
 def pytest_collect_file(file_path: Path, parent):
     state = getattr(parent.config, "_mnist_arch", None)
     if not state or state["file"] is None or file_path.resolve() != state["file"].resolve():

@@ -266,6 +266,19 @@ def test_options_and_markers(pytester):
     result.stdout.fnmatch_lines_random(["@pytest.mark.training:*", "@pytest.mark.gpu:*"])
 
 
+def test_gpu_marker_skips_without_cuda(pytester):
+    import torch
+
+    pytester.makepyfile(test_marked="import pytest\n\n@pytest.mark.gpu\ndef test_on_cuda():\n    pass\n\n"
+                                    "def test_anywhere():\n    pass\n")
+    result = pytester.runpytest("-rs")
+    if torch.cuda.is_available():
+        result.assert_outcomes(passed=2)
+    else:
+        result.assert_outcomes(passed=1, skipped=1)
+        result.stdout.fnmatch_lines(["*marked gpu, and this PyTorch * sees no CUDA device*"])
+
+
 def test_plugin_imports_nothing_heavy():
     """It loads in every pytest run of anyone who installs mnist-arch: its module-level imports are the
     standard library and pytest; torch and the engine load only when a [tool.mnist-arch] table is found."""
