@@ -4,6 +4,7 @@
     python benchmarks/train_step.py speed wide_cnn --threads 2 [--seconds 3]
     python benchmarks/train_step.py contention micro_cnn wide_cnn parallel_cnn
     python benchmarks/train_step.py ablation micro_cnn wide_cnn
+    python benchmarks/train_step.py phases micro_cnn
 
 `profile`: a markdown table of where a step's time goes (torch.profiler self time grouped into
 convolutions, batch norm, pooling, activations, dropout, augmentation, the optimizer, dtype casts,
@@ -13,7 +14,8 @@ matmuls, other operators, and Python and waiting: the wall time no operator acco
 (spinning) and passive waiting, alone and beside one process spinning on a core; a markdown table of
 images/s and the slow-down. `ablation`: `speed` as declared and with one speed-up taken away at a time
 (channels_last, bf16 weights, bf16 autocast, the fused optimizer) or torch.compile added, with each
-variant's set-up time.
+variant's set-up time. `phases`: one whole run of the recipe in this fresh process, timed phase by
+phase (imports, data, model, threads, optimizer, training, evaluation): a markdown table.
 Threads default to the trainer's choice (`mnist_arch.train.choose_threads`).
 """
 
@@ -30,11 +32,22 @@ import sys
 import time
 from collections.abc import Callable
 
-import torch
+_STARTED = time.perf_counter()  # for `phases`: the imports below are the first part of a run's start-up
+import torch  # noqa: E402
 
-from mnist_arch import create_model, get_spec
-from mnist_arch.data import load_mnist
-from mnist_arch.train import choose_threads, make_optimizer, prepare_model, train_step
+_TORCH = time.perf_counter()
+from mnist_arch import create_model, get_spec  # noqa: E402
+from mnist_arch.data import load_mnist  # noqa: E402
+from mnist_arch.train import (  # noqa: E402
+    choose_threads,
+    evaluate,
+    make_optimizer,
+    prepare_model,
+    train_model,
+    train_step,
+)
+
+_ENGINE = time.perf_counter()
 
 # First match wins: (group, substrings of the operator's name).
 GROUPS = [
@@ -175,10 +188,46 @@ def contention(args) -> None:
                       flush=True)
 
 
+def phases(args) -> None:
+    """Where one run of a recipe spends its seconds, in this fresh process, phase by phase in the order
+    `mnist-arch train` meets them (its worker is forked from a process that has done the imports)."""
+    recipe = get_spec(args.name).recipes[args.recipe]
+    rows = [("import torch", _TORCH - _STARTED), ("import the engine and the references", _ENGINE - _TORCH)]
+
+    def timed(label: str, func: Callable):
+        started = time.perf_counter()
+        value = func()
+        rows.append((label, time.perf_counter() - started))
+        return value
+
+    data = timed("load MNIST", lambda: load_mnist(args.data_dir))
+    torch.manual_seed(0)
+    model = timed("build the model", lambda: create_model(args.name))
+    threads = args.threads or timed("choose threads", lambda: choose_threads(model, recipe))
+    dynamo = "torch._dynamo" in sys.modules
+    timed("create the optimizer" + ("" if dynamo else " (torch.optim imports torch._dynamo)"),
+          lambda: make_optimizer(prepare_model(create_model(args.name), recipe), recipe))
+    result = train_model(model, recipe, data, name=args.name, progress=False, threads=threads)
+    # The run's seconds include one evaluation per epoch: time one more to split them.
+    started = time.perf_counter()
+    evaluate(prepare_model(model, recipe), data.test_images, data.test_labels, recipe)
+    evaluation = result.epochs * (time.perf_counter() - started)
+    training = result.seconds - evaluation
+    images = result.epochs * len(data.train_images[: recipe.train_subset or None])
+    rows += [(f"train: {images:,} images, {images / training:,.0f} images/s", training),
+             (f"evaluate the 10,000 test images, {result.epochs} time(s)", evaluation)]
+    total = sum(seconds for _, seconds in rows)
+    print(f"{args.name} `{args.recipe}` recipe, {threads} thread(s), seed 0: test accuracy "
+          f"{result.test_accuracy:.2%}; {total:.1f} s in this process\n")
+    print("| phase | seconds | share |\n| --- | ---: | ---: |")
+    for label, seconds in rows:
+        print(f"| {label} | {seconds:.2f} | {seconds / total:.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = {"profile": profile, "speed": speed, "contention": contention, "ablation": ablation}
+    commands = {"profile": profile, "speed": speed, "contention": contention, "ablation": ablation, "phases": phases}
     for command in commands:
         p = sub.add_parser(command)
         several = command in ("contention", "ablation")
