@@ -83,7 +83,8 @@ SPEC = Spec(
             epochs=5, batch_size=128, optimizer="adamw", lr=0.001,
             schedule="onecycle", schedule_kwargs=dict(max_lr=0.001, pct_start=0.2),
             augment=Augment(degrees=10, translate=0.1), precision="bf16", channels_last=True,
-            min_accuracy=0.99, threshold_note="issue: >= 99.0%",
+            min_accuracy=0.994,
+            threshold_note="5 CPU seeds 99.53-99.63%; worst - spread (issue: >= 99.0%)",
         ),
     },
 )
