@@ -16,7 +16,9 @@ images/s and the slow-down. `ablation`: `speed` as declared and with one speed-u
 (channels_last, bf16 weights, bf16 autocast, the fused optimizer) or torch.compile added, with each
 variant's set-up time. `phases`: one whole run of the recipe in this fresh process, timed phase by
 phase (imports, data, model, threads, optimizer, training, evaluation): a markdown table.
-Threads default to the trainer's choice (`mnist_arch.train.choose_threads`).
+Threads default to the trainer's choice (`mnist_arch.train.choose_threads`), which takes two only under
+OMP_WAIT_POLICY=PASSIVE: the command line sets it, so prefix a command here with it to match a
+`mnist-arch train` run of `wide_cnn` or `parallel_cnn`.
 """
 
 from __future__ import annotations
