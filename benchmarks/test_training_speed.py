@@ -73,7 +73,7 @@ def test_quick_training_step(benchmark, peaks, mnist_root, name):
     benchmark.extra_info["mult_adds"] = mult_adds
     images_per_s = batch_size / benchmark.stats.stats.median
     flops = bench.achieved_flops(mult_adds, images_per_s, factor=3)
-    dtype = "fp32" if recipe.precision == "fp32" else "bf16"  # bf16 autocast and bf16 weights compute in bf16
+    dtype = recipe.compute_dtype
     peak = peaks(threads).flops[dtype]
     benchmark.extra_info.update(images_per_s=round(images_per_s), flops_per_s=flops, peak_flops_per_s=peak,
                                 share_of_peak=round(flops / peak, 4))

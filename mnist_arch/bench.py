@@ -326,7 +326,6 @@ def prepare_train_step(model: str | nn.Module | Subject, batch_size: int | None 
                         optimizer_kwargs={"momentum": 0.9})
     net = prepare_model(net, recipe, dev).train()  # the recipe's memory layout and weight dtype, as it trains
     optimizer = make_optimizer(net, recipe)
-    bf16 = recipe.precision in ("bf16", "bf16_weights")
     generator = torch.Generator().manual_seed(seed)
     x = model_input(torch.rand(batch_size, *shape, generator=generator).to(dev), recipe)
     num_classes = getattr(spec, "num_classes", 10)
@@ -338,7 +337,7 @@ def prepare_train_step(model: str | nn.Module | Subject, batch_size: int | None 
     step()  # optimizer state (Adam moments, ...) is allocated on the first step, not timed
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    return Prepared(name=name, path="train", device=dev, dtype="bf16" if bf16 else "fp32",
+    return Prepared(name=name, path="train", device=dev, dtype=recipe.compute_dtype,
                     batch_size=batch_size, input=x, step=step, model=net, input_shape=shape,
                     setup_s=time.perf_counter() - started, kind="train",
                     extra={"optimizer": recipe.optimizer, "loss": recipe.loss})

@@ -78,6 +78,11 @@ class Recipe:
     channels_last: bool = False  # NHWC weights and inputs: faster convolutions on the CPU (oneDNN)
     threshold_note: str = ""  # where min_accuracy comes from
 
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype its convolutions and matmuls run in: "bf16" under autocast and with bf16 weights alike."""
+        return "fp32" if self.precision == "fp32" else "bf16"
+
 
 @dataclass(frozen=True)
 class Spec:
