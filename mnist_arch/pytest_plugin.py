@@ -76,14 +76,17 @@ def pytest_configure(config):
         config.args.append(str(table))
 
 
-def pytest_runtest_setup(item):
-    """The `gpu` marker keeps its promise: such a test is skipped where PyTorch sees no CUDA device (torch
-    is imported only for a marked test)."""
-    if item.get_closest_marker("gpu") is not None:
+def pytest_collection_modifyitems(items):
+    """The `gpu` marker keeps its promise: such a test is skipped where PyTorch sees no CUDA device, through
+    pytest's own skip marker, so the report names the test (torch is imported only when a test is marked)."""
+    marked = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if marked:
         import torch
 
         if not torch.cuda.is_available():
-            pytest.skip(f"marked gpu, and this PyTorch ({torch.__version__}) sees no CUDA device")
+            skip = pytest.mark.skip(reason=f"marked gpu, and this PyTorch ({torch.__version__}) sees no CUDA device")
+            for item in marked:
+                item.add_marker(skip)
 
 
 def pytest_collect_file(file_path: Path, parent):
