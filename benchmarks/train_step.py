@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py profile micro_cnn [--recipe quick] [--threads N] [--batch-size B]
     python benchmarks/train_step.py speed wide_cnn --threads 2 [--seconds 3]
-    python benchmarks/train_step.py contention micro_cnn wide_cnn parallel_cnn
+    python benchmarks/train_step.py contention micro_cnn wide_cnn parallel_cnn [--spin-counts 0 10000]
     python benchmarks/train_step.py ablation micro_cnn wide_cnn
     python benchmarks/train_step.py phases micro_cnn
 
@@ -12,7 +12,8 @@ matmuls, other operators, and Python and waiting: the wall time no operator acco
 `speed`: one JSON line, training images/s of the step at a thread count.
 `contention`: for each model, `speed` in fresh processes at 1 and 2 threads, with OpenMP's default
 (spinning) and passive waiting, alone and beside one process spinning on a core; a markdown table of
-images/s and the slow-down. `ablation`: `speed` as declared and with one speed-up taken away at a time
+images/s and the slow-down (`--spin-counts`: also two threads with libgomp's spinning bounded by
+GOMP_SPINCOUNT). `ablation`: `speed` as declared and with one speed-up taken away at a time
 (channels_last, bf16 weights, bf16 autocast, the fused optimizer) or torch.compile added, with each
 variant's set-up time. `phases`: one whole run of the recipe in this fresh process, timed phase by
 phase (imports, data, model, threads, optimizer, training, evaluation): a markdown table.
@@ -172,12 +173,15 @@ def busy_process(busy: bool):
 def contention(args) -> None:
     print("| model | OpenMP waiting | threads | alone img/s | beside a busy process img/s | slow-down |\n"
           "| --- | --- | ---: | ---: | ---: | ---: |")
+    # (label, environment changes, thread counts): libgomp's waits, from spinning (its default spins a
+    # while, then sleeps) to sleeping at once; GOMP_SPINCOUNT bounds the spinning of the default policy.
+    waits = [("spinning (default)", {}, (1, 2)), ("passive", {"OMP_WAIT_POLICY": "PASSIVE"}, (1, 2))]
+    waits += [(f"spinning, GOMP_SPINCOUNT={n}", {"GOMP_SPINCOUNT": n}, (2,)) for n in args.spin_counts]
     for name in args.names:
-        for policy in ("default", "PASSIVE"):
-            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-            if policy != "default":
-                env["OMP_WAIT_POLICY"] = policy
-            for threads in (1, 2):
+        for label, changes, thread_counts in waits:
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+            env.update(changes)
+            for threads in thread_counts:
                 measured = {}
                 for busy in (False, True):  # alone, then beside the busy process
                     argv = [sys.executable, __file__, "speed", name, "--recipe", args.recipe, "--threads", str(threads),
@@ -185,9 +189,8 @@ def contention(args) -> None:
                     with busy_process(busy):
                         out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
                     measured[busy] = json.loads(out.splitlines()[-1])["images_per_s"]
-                print(f"| `{name}` | {'spinning (default)' if policy == 'default' else 'passive'} | {threads} | "
-                      f"{measured[False]:,.0f} | {measured[True]:,.0f} | {measured[False] / measured[True]:.2f}x |",
-                      flush=True)
+                print(f"| `{name}` | {label} | {threads} | {measured[False]:,.0f} | {measured[True]:,.0f} | "
+                      f"{measured[False] / measured[True]:.2f}x |", flush=True)
 
 
 def phases(args) -> None:
@@ -245,6 +248,9 @@ def main() -> None:
             p.add_argument("--steps", type=int, default=30, help="profiled steps")
             p.add_argument("--unfused", action="store_true", help="the optimizer's per-tensor loop")
             p.add_argument("--compile", action="store_true", help="torch.compile the model")
+        if command == "contention":
+            p.add_argument("--spin-counts", nargs="*", default=[], metavar="N",
+                           help="also two threads under the default policy with GOMP_SPINCOUNT=N")
     args = parser.parse_args()
     if not getattr(args, "names", None):
         args.set = dict(args.set or [])

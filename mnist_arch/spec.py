@@ -261,14 +261,15 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     return parse_spec_fields(data, str(path))
 
 
-# Recipe fields a TOML table may set (the pytest plugin's [tool.mnist-arch.models.NAME.train]).
-_RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw", "adagrad"),
+#: The values a recipe's named choices may take: the one list the TOML reader and the trainer check against.
+RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw", "adagrad"),
                    "loss": ("cross_entropy", "nll", "nll_probs"),
                    "schedule": ("onecycle", "plateau"), "precision": ("fp32", "bf16", "bf16_weights")}
+# Recipe fields a TOML table may set (the pytest plugin's [tool.mnist-arch.models.NAME.train]).
 _RECIPE_COUNTS = ("epochs", "batch_size", "train_subset")
 _RECIPE_TABLES = ("optimizer_kwargs", "schedule_kwargs")
 _RECIPE_FLAGS = ("channels_last",)
-_RECIPE_FIELDS = ("min_accuracy", "lr", "label_smoothing", *_RECIPE_COUNTS, *_RECIPE_CHOICES, *_RECIPE_TABLES,
+_RECIPE_FIELDS = ("min_accuracy", "lr", "label_smoothing", *_RECIPE_COUNTS, *RECIPE_CHOICES, *_RECIPE_TABLES,
                   *_RECIPE_FLAGS)
 
 
@@ -296,8 +297,8 @@ def parse_recipe_fields(data: Any, where: str, defaults: Mapping[str, Any]) -> R
             raise bad("a number in [0, 1)")
         if key in _RECIPE_COUNTS and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             raise bad("a whole number of at least 1")
-        if key in _RECIPE_CHOICES and value not in _RECIPE_CHOICES[key]:
-            raise bad(f"one of {', '.join(_RECIPE_CHOICES[key])}")
+        if key in RECIPE_CHOICES and value not in RECIPE_CHOICES[key]:
+            raise bad(f"one of {', '.join(RECIPE_CHOICES[key])}")
         if key in _RECIPE_TABLES and not isinstance(value, Mapping):
             raise bad("a table")
         if key in _RECIPE_FLAGS and not isinstance(value, bool):

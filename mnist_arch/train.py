@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from mnist_arch.data import MNIST, normalize, random_affine
 from mnist_arch.errors import MnistArchError
 from mnist_arch.runs import Epoch, TrainResult
-from mnist_arch.spec import Recipe
+from mnist_arch.spec import RECIPE_CHOICES, Recipe
 
 #: A prediction share above this on one class is reported as a collapse. A trained MNIST classifier
 #: puts 9-12% of the test set on each class; an untrained or collapsed one puts most on one.
@@ -53,6 +53,7 @@ def detect_collapse(predictions: torch.Tensor, num_classes: int = 10) -> dict | 
     return {"class": cls, "share": round(share, 4)} if share > COLLAPSE_SHARE else None
 
 
+#: The class behind each of `RECIPE_CHOICES["optimizer"]` (a test keeps the two the same).
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "adagrad": torch.optim.Adagrad}
 
@@ -113,13 +114,25 @@ def _step_mult_adds(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ..
     return recipe.batch_size * (per_image or 0)
 
 
-def idle_cores(seconds: float = 0.2) -> float | None:
-    """How many cores sat idle over the next `seconds`, from /proc/stat (None where there is none)."""
+def _cpu_ticks(stat: str, cpus: set[int]) -> tuple[int, int]:
+    """(idle, total) ticks of `cpus` from the per-CPU lines of a /proc/stat text."""
+    idle = total = 0
+    for name, *fields in (line.split() for line in stat.splitlines() if line.strip()):
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+            idle, total = idle + ticks[3] + ticks[4], total + sum(ticks)
+    return idle, total
+
+
+def idle_cores(seconds: float = 0.2, stat: str = "/proc/stat") -> float | None:
+    """How many of the cores this process may run on sat idle over the next `seconds`, from the per-CPU
+    lines of /proc/stat (None where there is none). Not the whole host's: on a large machine that lends
+    this process two cores, the others' idleness is no room for a second thread."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
     def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        return ticks[3] + ticks[4], sum(ticks)
+        with open(stat) as f:
+            return _cpu_ticks(f.read(), cpus)
 
     try:
         idle0, total0 = sample()
@@ -127,8 +140,9 @@ def idle_cores(seconds: float = 0.2) -> float | None:
         idle1, total1 = sample()
     except (OSError, ValueError, IndexError):
         return None
-    cores = os.cpu_count() or 1
-    return cores * (idle1 - idle0) / max(1, total1 - total0)
+    if total1 <= total0:
+        return None
+    return len(cpus) * (idle1 - idle0) / (total1 - total0)
 
 
 def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...] = (1, 28, 28)) -> int:
@@ -162,13 +176,10 @@ def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...
     return wanted
 
 
-#: Recipe precisions. "bf16": autocast, fp32 weights and optimizer state, each weight cast to bf16 for
-#: every step's forward (20-28% of a wide_cnn or parallel_cnn step on the CPU, docs/training.md).
-#: "bf16_weights": weights, gradients and optimizer state in bf16 too: no casts, half the optimizer's
-#: memory traffic. Batch norm layers stay fp32 (their running statistics lose too much in bf16).
-PRECISIONS = ("fp32", "bf16", "bf16_weights")
-
-
+# Recipe precisions (RECIPE_CHOICES["precision"]). "bf16": autocast, fp32 weights and optimizer state,
+# each weight cast to bf16 for every step's forward (20-28% of a wide_cnn or parallel_cnn step on the CPU,
+# docs/training.md). "bf16_weights": weights, gradients and optimizer state in bf16 too: no casts, half
+# the optimizer's memory traffic. Batch norm layers stay fp32 (their running statistics lose too much in bf16).
 def _autocast(recipe: Recipe, device: torch.device):
     enabled = recipe.precision == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -188,8 +199,9 @@ def _inputs(images_u8: torch.Tensor, recipe: Recipe) -> torch.Tensor:
 def prepare_model(model: nn.Module, recipe: Recipe, device: str | torch.device = "cpu") -> nn.Module:
     """The model on `device`, in the recipe's memory layout (channels_last: NHWC weights) and, for
     "bf16_weights", in bf16 but for its batch norm layers."""
-    if recipe.precision not in PRECISIONS:
-        raise MnistArchError(f"Recipe precision {recipe.precision!r} is not one of {', '.join(PRECISIONS)}.")
+    choices = RECIPE_CHOICES["precision"]
+    if recipe.precision not in choices:
+        raise MnistArchError(f"Recipe precision {recipe.precision!r} is not one of {', '.join(choices)}.")
     model = model.to(device)
     if recipe.precision == "bf16_weights":
         model = model.to(torch.bfloat16)

@@ -15,13 +15,14 @@ from mnist_arch import create_model, get_spec, list_models, train
 from mnist_arch.cli import main
 from mnist_arch.data import MNIST, load_mnist
 from mnist_arch.errors import MnistArchError
-from mnist_arch.spec import Recipe
+from mnist_arch.spec import RECIPE_CHOICES, Recipe
 from mnist_arch.train import (
     choose_threads,
     compute_loss,
     detect_collapse,
     load_checkpoint,
     make_optimizer,
+    prepare_model,
     resolve_device,
     save_checkpoint,
     train_model,
@@ -246,10 +247,21 @@ def test_nll_probs_is_finite_where_a_probability_underflows():
     assert torch.isfinite(loss) and loss > 80
 
 
-def test_optimizers_are_fused_on_the_cpu():
-    for optimizer in ("sgd", "adam", "adamw", "adagrad"):
+def test_every_optimizer_a_recipe_may_name_is_made_fused_on_the_cpu():
+    assert set(train.OPTIMIZERS) == set(RECIPE_CHOICES["optimizer"])  # the trainer knows exactly the spec's names
+    for optimizer in RECIPE_CHOICES["optimizer"]:
         made = make_optimizer(create_model("micro_cnn"), dataclasses.replace(TINY, optimizer=optimizer))
         assert made.defaults["fused"] is True, optimizer
+
+
+def test_every_precision_a_recipe_may_name_is_prepared_and_no_other():
+    for precision in RECIPE_CHOICES["precision"]:
+        model = prepare_model(create_model("micro_cnn"), dataclasses.replace(TINY, precision=precision))
+        conv_dtype = model.block1[0].weight.dtype
+        assert conv_dtype == (torch.bfloat16 if precision == "bf16_weights" else torch.float32), precision
+        assert model.block1[1].weight.dtype == torch.float32  # batch norm stays fp32
+    with pytest.raises(MnistArchError, match="'fp16' is not one of fp32, bf16, bf16_weights"):
+        prepare_model(create_model("micro_cnn"), dataclasses.replace(TINY, precision="fp16"))
 
 
 @pytest.fixture
@@ -289,12 +301,27 @@ def test_thread_rule(two_cores):
         assert threads("parallel_cnn") == 1, policy
 
 
-def test_idle_cores_is_a_share_of_the_machine():
+def test_idle_cores_is_a_share_of_the_cores_this_process_may_use():
     idle = train.idle_cores(0.05)
     if os.path.exists("/proc/stat"):
-        assert idle is not None and 0 <= idle <= os.cpu_count()
+        assert idle is not None and 0 <= idle <= len(os.sched_getaffinity(0))
     else:
         assert idle is None
+
+
+def test_idle_cores_counts_only_this_process_cores(monkeypatch, tmp_path):
+    """An 8-CPU host lending this process CPUs 2 and 3: the host's idle CPUs are no room for a thread."""
+    def stat(busy: set[int], tick: int) -> str:  # each CPU ran `tick` ticks since boot, busy or idle
+        lines = [f"cpu  {tick * 8} 0 0 0 0 0 0 0 0 0"]  # the whole host's line
+        lines += [f"cpu{n} {tick if n in busy else 0} 0 0 {0 if n in busy else tick} 0 0 0 0 0 0" for n in range(8)]
+        return "\n".join(lines + ["intr 12345 0 0", "ctxt 999"])
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 3}, raising=False)
+    path = tmp_path / "stat"
+    for busy, expected in [({2, 3}, 0.0), ({0, 1, 4, 5, 6, 7}, 2.0), ({3}, 1.0)]:
+        path.write_text(stat(busy, 100))
+        monkeypatch.setattr(train.time, "sleep", lambda s, busy=busy: path.write_text(stat(busy, 150)))
+        assert train.idle_cores(0.2, stat=str(path)) == expected, busy
 
 
 def test_counting_work_leaves_the_model_and_the_generators_as_they_were(two_cores):
