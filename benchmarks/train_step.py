@@ -5,6 +5,7 @@
     python benchmarks/train_step.py contention micro_cnn wide_cnn parallel_cnn [--spin-counts 0 10000]
     python benchmarks/train_step.py ablation micro_cnn wide_cnn
     python benchmarks/train_step.py phases micro_cnn
+    python benchmarks/train_step.py batchnorm micro_cnn
 
 `profile`: a markdown table of where a step's time goes (torch.profiler self time grouped into
 convolutions, batch norm, pooling, activations, dropout, augmentation, the optimizer, dtype casts,
@@ -16,7 +17,8 @@ images/s and the slow-down (`--spin-counts`: also two threads with libgomp's spi
 GOMP_SPINCOUNT). `ablation`: `speed` as declared and with one speed-up taken away at a time
 (channels_last, bf16 weights, bf16 autocast, the fused optimizer) or torch.compile added, with each
 variant's set-up time. `phases`: one whole run of the recipe in this fresh process, timed phase by
-phase (imports, data, model, threads, optimizer, training, evaluation): a markdown table.
+phase (imports, data, model, threads, optimizer, training, evaluation): a markdown table. `batchnorm`:
+each batch norm layer's forward and backward on bf16 input, contiguous against channels_last.
 Threads default to the trainer's choice (`mnist_arch.train.choose_threads`), which takes two only under
 OMP_WAIT_POLICY=PASSIVE: the command line sets it, so prefix a command here with it to match a
 `mnist-arch train` run of `wide_cnn` or `parallel_cnn`.
@@ -193,6 +195,38 @@ def contention(args) -> None:
                       f"{measured[False] / measured[True]:.2f}x |", flush=True)
 
 
+def batchnorm(args) -> None:
+    """Each batch norm layer of the model, forward and backward in training mode on a bf16 batch of its
+    recorded input shape, in the contiguous layout and in channels_last: a markdown table."""
+    recipe = get_spec(args.name).recipes[args.recipe]
+    torch.set_num_threads(args.threads or 1)
+    model = create_model(args.name).train()
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    shapes = {}
+
+    def record(module, inputs) -> None:
+        shapes[next(n for n, m in layers.items() if m is module)] = inputs[0].shape
+
+    hooks = [m.register_forward_pre_hook(record) for m in layers.values()]
+    model(torch.zeros(args.batch_size or recipe.batch_size, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    print(f"{args.name}: batch norm forward + backward, bf16 input, fp32 weights, {torch.get_num_threads()} "
+          f"thread(s), microseconds\n\n| layer | input | contiguous | channels_last | channels_last / contiguous |\n"
+          "| --- | --- | ---: | ---: | ---: |")
+    for name, shape in shapes.items():
+        layer, timings = layers[name], []
+        for layout in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(shape).to(torch.bfloat16).contiguous(memory_format=layout).requires_grad_()
+            grad = torch.randn(shape).to(torch.bfloat16).contiguous(memory_format=layout)
+            steps, started = 0, time.perf_counter()
+            while steps < 10 or time.perf_counter() - started < args.seconds / 2:
+                layer(x).backward(grad)
+                steps += 1
+            timings.append((time.perf_counter() - started) / steps * 1e6)
+        print(f"| {name} | {list(shape)} | {timings[0]:,.0f} | {timings[1]:,.0f} | {timings[1] / timings[0]:.2f}x |")
+
+
 def phases(args) -> None:
     """Where one run of a recipe spends its seconds, in this fresh process, phase by phase in the order
     `mnist-arch train` meets them (its worker is forked from a process that has done the imports)."""
@@ -232,7 +266,8 @@ def phases(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = {"profile": profile, "speed": speed, "contention": contention, "ablation": ablation, "phases": phases}
+    commands = {"profile": profile, "speed": speed, "contention": contention, "ablation": ablation, "phases": phases,
+                "batchnorm": batchnorm}
     for command in commands:
         p = sub.add_parser(command)
         several = command in ("contention", "ablation")
