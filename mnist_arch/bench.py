@@ -657,9 +657,11 @@ def bench_project(project: Any, models: Sequence[Any], batch_sizes: Sequence[int
     here. `batch_sizes` default to the project's `bench_batch_sizes` (our registry: `BATCH_SIZES`);
     `timeout` (default: the project's) applies to each row; workers run `threads` torch threads (default:
     this process's). A model that cannot be measured leaves its reason in `errors`; the others still run."""
-    from mnist_arch.isolate import Worker
+    from mnist_arch.isolate import Worker, expect_training
     from mnist_arch.project import worker_options
 
+    if train:
+        expect_training()
     weights = weights or {}
     dev = resolve_device(device)
     paths = [parse_path(p) for p in (paths or default_paths(dev))]

@@ -174,10 +174,11 @@ def _print_now(line: str) -> None:
 def _cmd_train(args) -> int:
     import json
 
-    from mnist_arch.isolate import Worker
+    from mnist_arch.isolate import Worker, expect_training
     from mnist_arch.project import judge, load_project, train_declared, training_recipe, worker_options
     from mnist_arch.runs import runs_table
 
+    expect_training()  # before load_project, whose registry read may start the fork server
     project = load_project()
     model = project.select([args.name])[0]
     if args.recipe not in model.spec.recipes:

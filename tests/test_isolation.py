@@ -201,3 +201,41 @@ def test_console_script_exit_is_not_a_pass(tmp_path):
     proc = subprocess.run([str(exe), "check", "--model", f"{NETS}:OsExitInForward"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+
+
+PROBE = '''
+import sys
+sys.path.insert(0, sys.argv[2])
+from probe import dynamo_imported
+from mnist_arch import isolate
+if sys.argv[1] == "train":
+    isolate.expect_training()
+print(isolate.run_isolated("probe", dynamo_imported, extra_path=[sys.argv[2]]))
+'''
+
+
+@pytest.mark.parametrize("command, imported", [("train", True), ("check", False)])
+def test_the_fork_server_imports_torch_dynamo_only_for_training(tmp_path, command, imported):
+    """Every torch.optim optimizer imports torch._dynamo (about 1 s); a process that will train says so
+    first, and its workers start with it imported instead of each importing it again. One that only
+    checks models does not pay for it. Fresh processes: this one's fork server may be running already."""
+    (tmp_path / "probe.py").write_text(
+        "import sys\n\ndef dynamo_imported():\n    return 'torch._dynamo' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", PROBE, command, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(imported)
+
+
+def test_train_says_it_will_train_before_the_first_worker_starts(capsys, monkeypatch):
+    """mnist-arch train calls expect_training before anything can start the fork server (the registry is
+    read through a worker in a parent without torch); here it then stops at a model nobody declared."""
+    from mnist_arch import isolate, project
+
+    calls = []
+    monkeypatch.setattr(isolate, "expect_training", lambda: calls.append("expect_training"))
+    original = project.load_project
+    monkeypatch.setattr(project, "load_project", lambda *a, **k: (calls.append("load_project"), original(*a, **k))[1])
+    code, _, err = run(capsys, "train", "no_such_model")
+    assert code == 2 and "No declared or registered model is named 'no_such_model'" in err
+    assert calls == ["expect_training", "load_project"]

@@ -301,3 +301,37 @@ def test_loading_the_plugin_does_not_import_torch():
     code = "import sys, mnist_arch.pytest_plugin; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+PROBE_NET = '''
+import sys
+from pathlib import Path
+
+import torch.nn as nn
+
+
+class Probe(nn.Module):
+    """Notes, in the worker that builds it, whether torch._dynamo was imported before any optimizer."""
+
+    def __init__(self):
+        super().__init__()
+        Path("dynamo.txt").write_text(str("torch._dynamo" in sys.modules))
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+'''
+
+
+@pytest.mark.parametrize("train_table, imported", [(True, "True"), (False, "False")])
+def test_a_table_that_trains_has_the_fork_server_import_torch_dynamo(pytester, tmp_path, train_table, imported):
+    """Every torch.optim optimizer imports torch._dynamo (about 1 s); where the table will train, each
+    xdist worker's fork server imports it once (isolate.expect_training), not each training item again.
+    A table with nothing to train does not pay for it."""
+    pytester.makepyprojecttoml('[tool.mnist-arch.models.probe]\nmodel = "net.py:Probe"\n'
+                               + ('[tool.mnist-arch.models.probe.train]\nmin_accuracy = 0.5\n' if train_table else ""))
+    (pytester.path / "net.py").write_text(PROBE_NET)
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)  # training is collected, not run
+    result = pytester.runpytest_subprocess("--collect-only", "-p", "no:benchmark", f"--mnist-arch-data={tmp_path}")
+    assert result.ret == 0
+    assert (pytester.path / "dynamo.txt").read_text() == imported
