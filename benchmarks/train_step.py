@@ -178,7 +178,7 @@ def contention(args) -> None:
     # (label, environment changes, thread counts): libgomp's waits, from spinning (its default spins a
     # while, then sleeps) to sleeping at once; GOMP_SPINCOUNT bounds the spinning of the default policy.
     waits = [("spinning (default)", {}, (1, 2)), ("passive", {"OMP_WAIT_POLICY": "PASSIVE"}, (1, 2))]
-    waits += [(f"spinning, GOMP_SPINCOUNT={n}", {"GOMP_SPINCOUNT": n}, (2,)) for n in args.spin_counts]
+    waits += [(f"spinning, GOMP_SPINCOUNT={n}", {"GOMP_SPINCOUNT": str(n)}, (2,)) for n in args.spin_counts]
     for name in args.names:
         for label, changes, thread_counts in waits:
             env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
@@ -284,7 +284,7 @@ def main() -> None:
             p.add_argument("--unfused", action="store_true", help="the optimizer's per-tensor loop")
             p.add_argument("--compile", action="store_true", help="torch.compile the model")
         if command == "contention":
-            p.add_argument("--spin-counts", nargs="*", default=[], metavar="N",
+            p.add_argument("--spin-counts", nargs="*", type=int, default=[], metavar="N",
                            help="also two threads under the default policy with GOMP_SPINCOUNT=N")
     args = parser.parse_args()
     if not getattr(args, "names", None):

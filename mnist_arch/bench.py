@@ -660,11 +660,11 @@ def bench_project(project: Any, models: Sequence[Any], batch_sizes: Sequence[int
     from mnist_arch.isolate import Worker, expect_training
     from mnist_arch.project import worker_options
 
-    if train:
-        expect_training()
     weights = weights or {}
     dev = resolve_device(device)
     paths = [parse_path(p) for p in (paths or default_paths(dev))]
+    if train or any("compile" in p.split("+") for p in paths):
+        expect_training()  # torch._dynamo in the fork server: set-up times the same with and without --train
     if batch_sizes is None:
         batch_sizes = project.bench_batch_sizes if project.path is not None else BATCH_SIZES
     threads = threads or torch.get_num_threads()

@@ -57,18 +57,19 @@ def note(text: str) -> None:
 
 
 #: What the fork server imports before it forks any worker: torch and the engine (`mnist_arch._forkserver`),
-#: and `torch._dynamo` once `expect_training` has been called.
+#: and `torch._dynamo` (`mnist_arch._forkserver_training`) once `expect_training` has been called.
 _PRELOAD = ["mnist_arch._forkserver"]
 
 
 def expect_training() -> None:
-    """Say, before the first worker of this process starts, that workers will train. Every torch.optim
-    optimizer imports `torch._dynamo` (about 1 s on the 2-core runner) in its constructor and its `step`;
-    the fork server then imports it once, so that each training worker (one per seed, per plugin training
-    item, per benchmarked model) does not import it again. One run pays the same second in the server
-    instead of its worker. Called after the server has started, it changes nothing."""
-    if "torch._dynamo" not in _PRELOAD:
-        _PRELOAD.append("torch._dynamo")
+    """Say, before the first worker of this process starts, that workers will train (or torch.compile).
+    Every torch.optim optimizer imports `torch._dynamo` (about 1 s on the 2-core runner) in its
+    constructor and its `step`; the fork server then imports it once, so that each training worker (one
+    per seed, per plugin training item, per benchmarked model) does not import it again. One run pays the
+    same second in the server instead of its worker. Called after the server has started, it changes
+    nothing."""
+    if "mnist_arch._forkserver_training" not in _PRELOAD:
+        _PRELOAD.append("mnist_arch._forkserver_training")
 
 
 def _context():

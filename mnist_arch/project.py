@@ -149,6 +149,16 @@ def read_table(path: Path) -> Any:
     return tool.get("mnist-arch") if isinstance(tool, dict) else None
 
 
+def table_may_train(table: Any) -> bool:
+    """Whether a [tool.mnist-arch] table as read (before `parse_project`) declares a model the plugin may
+    train: one with a train table, or a registered model named without PATH:ATTR (the references declare
+    quick recipes). Read first because parsing may start the fork server (`isolate.expect_training`)."""
+    models = table.get("models") if isinstance(table, dict) else None
+    return isinstance(models, dict) and any(
+        isinstance(fields, dict) and ("train" in fields or ":" not in str(fields.get("model", ":")))
+        for fields in models.values())
+
+
 def load_project(start: str | Path | None = None) -> Project:
     """The project the current folder belongs to: its [tool.mnist-arch] table, or our registry. Inside
     someone else's project without the table (its nearest pyproject.toml is not mnist-arch's own), the

@@ -133,17 +133,16 @@ class ComplianceFile(pytest.File):
 
     def collect(self):
         from mnist_arch.errors import MnistArchError
-        from mnist_arch.project import judge_all, parse_project, read_table
+        from mnist_arch.isolate import expect_training
+        from mnist_arch.project import judge_all, parse_project, read_table, table_may_train
 
         try:
-            self.project = parse_project(self.path, read_table(self.path))
+            table = read_table(self.path)
+            if table_may_train(table):
+                expect_training()  # before parse_project, whose registry read may start the fork server
+            self.project = parse_project(self.path, table)
         except MnistArchError as exc:
             raise self.CollectError(str(exc)) from None
-        if any("quick" in m.spec.recipes for m in self.project.models) and not _training_unavailable(
-                self.data_root()):
-            from mnist_arch.isolate import expect_training
-
-            expect_training()  # before judge_all starts this process's fork server
         verdicts = judge_all(self.project, self.project.models)  # each in its own worker, two at a time
         for model, verdict in zip(self.project.models, verdicts, strict=True):
             yield ModelNode.from_parent(self, name=model.name, model=model, verdict=verdict)

@@ -62,7 +62,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """The recipe's optimizer, fused (one kernel over all parameters instead of a loop of small ops per
     tensor) where every parameter is a floating-point tensor on a device with fused kernels."""
     if recipe.optimizer not in OPTIMIZERS:
-        raise MnistArchError(f"Recipe optimizer {recipe.optimizer!r} is not one of {', '.join(OPTIMIZERS)}.")
+        raise MnistArchError(f"Recipe optimizer {recipe.optimizer!r} is not one of "
+                             f"{', '.join(RECIPE_CHOICES['optimizer'])}.")
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs = dict(recipe.optimizer_kwargs)
     if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
@@ -78,7 +79,8 @@ def _scheduler(optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **recipe.schedule_kwargs)
     if recipe.schedule is None:
         return None
-    raise MnistArchError(f"Recipe schedule {recipe.schedule!r} is not onecycle, plateau or none.")
+    raise MnistArchError(f"Recipe schedule {recipe.schedule!r} is not one of "
+                         f"{', '.join(RECIPE_CHOICES['schedule'])} or none.")
 
 
 def compute_loss(recipe: Recipe, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -88,7 +90,7 @@ def compute_loss(recipe: Recipe, output: torch.Tensor, target: torch.Tensor) -> 
     if recipe.loss == "nll_probs":  # probabilities (a Softmax output): the NLL of their log
         output = output.clamp_min(torch.finfo(output.dtype).tiny).log()
     elif recipe.loss != "nll":
-        raise MnistArchError(f"Recipe loss {recipe.loss!r} is not cross_entropy, nll or nll_probs.")
+        raise MnistArchError(f"Recipe loss {recipe.loss!r} is not one of {', '.join(RECIPE_CHOICES['loss'])}.")
     # Log-probabilities; label smoothing as cross_entropy applies it (to the log-softmax of its input).
     nll = F.nll_loss(output, target)
     if not recipe.label_smoothing:
@@ -114,35 +116,36 @@ def _step_mult_adds(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ..
     return recipe.batch_size * (per_image or 0)
 
 
-def _cpu_ticks(stat: str, cpus: set[int]) -> tuple[int, int]:
-    """(idle, total) ticks of `cpus` from the per-CPU lines of a /proc/stat text."""
-    idle = total = 0
+def _cpu_ticks(stat: str, cpus: set[int]) -> dict[int, tuple[int, int]]:
+    """{cpu: (idle, total) ticks} for those of `cpus` that the per-CPU lines of a /proc/stat text list."""
+    ticks = {}
     for name, *fields in (line.split() for line in stat.splitlines() if line.strip()):
         if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-            ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-            idle, total = idle + ticks[3] + ticks[4], total + sum(ticks)
-    return idle, total
+            values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+            ticks[int(name[3:])] = (values[3] + values[4], sum(values))
+    return ticks
 
 
 def idle_cores(seconds: float = 0.2, stat: str = "/proc/stat") -> float | None:
-    """How many of the cores this process may run on sat idle over the next `seconds`, from the per-CPU
-    lines of /proc/stat (None where there is none). Not the whole host's: on a large machine that lends
-    this process two cores, the others' idleness is no room for a second thread."""
+    """How many of the cores this process may run on sat idle over the next `seconds`: the sum of their
+    idle shares, from the per-CPU lines of /proc/stat (None where it lists none of them). Not the whole
+    host's: on a large machine that lends this process two cores, the others' idleness is no room for a
+    second thread. A core listed in only one of the two looks (brought online between them) is left out."""
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
-    def sample() -> tuple[int, int]:
+    def sample() -> dict[int, tuple[int, int]]:
         with open(stat) as f:
             return _cpu_ticks(f.read(), cpus)
 
     try:
-        idle0, total0 = sample()
+        before = sample()
         time.sleep(seconds)
-        idle1, total1 = sample()
+        after = sample()
     except (OSError, ValueError, IndexError):
         return None
-    if total1 <= total0:
-        return None
-    return len(cpus) * (idle1 - idle0) / (total1 - total0)
+    shares = [(after[cpu][0] - before[cpu][0]) / (after[cpu][1] - before[cpu][1])
+              for cpu in before.keys() & after.keys() if after[cpu][1] > before[cpu][1]]
+    return sum(shares) if shares else None
 
 
 def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...] = (1, 28, 28)) -> int:

@@ -21,6 +21,17 @@ def _not_an_xdist_worker_inside(monkeypatch):
     monkeypatch.delenv("PYTEST_XDIST_TESTRUNUID", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _fork_server_preload_as_it_was():
+    """In-process `train` and `bench --train` runs call isolate.expect_training: no test leaves that choice
+    to the tests after it (which of them starts this process's fork server depends on their order)."""
+    from mnist_arch import isolate
+
+    preload = list(isolate._PRELOAD)
+    yield
+    isolate._PRELOAD[:] = preload
+
+
 @pytest.fixture
 def user_models() -> Path:
     return USER_MODELS

@@ -5,6 +5,7 @@ on small runs."""
 import dataclasses
 import json
 import os
+import types
 
 import pytest
 import torch
@@ -311,17 +312,25 @@ def test_idle_cores_is_a_share_of_the_cores_this_process_may_use():
 
 def test_idle_cores_counts_only_this_process_cores(monkeypatch, tmp_path):
     """An 8-CPU host lending this process CPUs 2 and 3: the host's idle CPUs are no room for a thread."""
-    def stat(busy: set[int], tick: int) -> str:  # each CPU ran `tick` ticks since boot, busy or idle
+    def stat(busy: set[int], tick: int, online=range(8)) -> str:  # each CPU ran `tick` ticks, busy or idle
         lines = [f"cpu  {tick * 8} 0 0 0 0 0 0 0 0 0"]  # the whole host's line
-        lines += [f"cpu{n} {tick if n in busy else 0} 0 0 {0 if n in busy else tick} 0 0 0 0 0 0" for n in range(8)]
+        lines += [f"cpu{n} {tick if n in busy else 0} 0 0 {0 if n in busy else tick} 0 0 0 0 0 0" for n in online]
         return "\n".join(lines + ["intr 12345 0 0", "ctxt 999"])
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 3}, raising=False)
     path = tmp_path / "stat"
-    for busy, expected in [({2, 3}, 0.0), ({0, 1, 4, 5, 6, 7}, 2.0), ({3}, 1.0)]:
-        path.write_text(stat(busy, 100))
-        monkeypatch.setattr(train.time, "sleep", lambda s, busy=busy: path.write_text(stat(busy, 150)))
-        assert train.idle_cores(0.2, stat=str(path)) == expected, busy
+    cases = [
+        (stat({2, 3}, 100), stat({2, 3}, 150), 0.0),
+        (stat({0, 1, 4, 5, 6, 7}, 100), stat({0, 1, 4, 5, 6, 7}, 150), 2.0),
+        (stat({3}, 100), stat({3}, 150), 1.0),
+        # CPU 3 comes online between the two looks, with its idle ticks since boot: only CPU 2 is counted
+        (stat(set(), 100, online=[0, 1, 2]), stat(set(), 150), 1.0),
+        (stat(set(), 100, online=[0, 1]), stat(set(), 150, online=[0, 1]), None),  # neither is listed
+    ]
+    for first, second, expected in cases:
+        path.write_text(first)
+        monkeypatch.setattr(train, "time", types.SimpleNamespace(sleep=lambda s, text=second: path.write_text(text)))
+        assert train.idle_cores(0.2, stat=str(path)) == expected, (first, expected)
 
 
 def test_counting_work_leaves_the_model_and_the_generators_as_they_were(two_cores):
