@@ -138,7 +138,8 @@ class ComplianceFile(pytest.File):
 
         try:
             table = read_table(self.path)
-            if table_may_train(table):
+            self.table_data = table.get("data") if isinstance(table, dict) else None
+            if table_may_train(table) and not _training_unavailable(self.data_root()):
                 expect_training()  # before parse_project, whose registry read may start the fork server
             self.project = parse_project(self.path, table)
         except MnistArchError as exc:
@@ -153,8 +154,8 @@ class ComplianceFile(pytest.File):
         chosen = self.config.getoption("mnist_arch_data") or os.environ.get(DATA_ENV)
         if chosen:
             return Path(chosen)
-        if self.project.data is not None:
-            return self.project.data
+        if isinstance(self.table_data, str) and self.table_data:  # read before the table is parsed
+            return self.path.parent.resolve() / self.table_data
         try:
             from mnist_arch.data import resolve_data_root
 

@@ -326,19 +326,24 @@ class Probe(nn.Module):
 PROBE_TABLE = '[tool.mnist-arch.models.probe]\nmodel = "net.py:Probe"\n'
 
 
-@pytest.mark.parametrize("table, imported", [
-    (PROBE_TABLE + "[tool.mnist-arch.models.probe.train]\nmin_accuracy = 0.5\n", "True"),
+TRAINS = PROBE_TABLE + "[tool.mnist-arch.models.probe.train]\nmin_accuracy = 0.5\n"
+
+
+@pytest.mark.parametrize("table, mnist, imported", [
+    (TRAINS, True, "True"),
     # a registered model trains by its own quick recipe; reading the registry starts the fork server
-    (PROBE_TABLE + '[tool.mnist-arch.models.mine]\nmodel = "micro_cnn"\n', "True"),
-    (PROBE_TABLE, "False"),  # nothing to train
+    (PROBE_TABLE + '[tool.mnist-arch.models.mine]\nmodel = "micro_cnn"\n', True, "True"),
+    (PROBE_TABLE, True, "False"),  # nothing to train
+    (TRAINS, False, "False"),  # no MNIST copy: the training item is skipped
 ])
-def test_a_table_that_trains_has_the_fork_server_import_torch_dynamo(pytester, tmp_path, table, imported):
+def test_a_table_that_trains_has_the_fork_server_import_torch_dynamo(pytester, tmp_path, table, mnist, imported):
     """Every torch.optim optimizer imports torch._dynamo (about 1 s); where the table will train, each
     xdist worker's fork server imports it once (isolate.expect_training), not each training item again.
-    A table with nothing to train does not pay for it."""
+    A table with nothing to train, or no data to train on, does not pay for it."""
     pytester.makepyprojecttoml(table)
     (pytester.path / "net.py").write_text(PROBE_NET)
-    (tmp_path / "MNIST" / "raw").mkdir(parents=True)  # training is collected, not run
+    if mnist:
+        (tmp_path / "MNIST" / "raw").mkdir(parents=True)  # training is collected, not run
     result = pytester.runpytest_subprocess("--collect-only", "-p", "no:benchmark", f"--mnist-arch-data={tmp_path}")
     assert result.ret == 0
     assert (pytester.path / "dynamo.txt").read_text() == imported
