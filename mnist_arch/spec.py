@@ -263,8 +263,8 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 
 #: The values a recipe's named choices may take: the one list the TOML reader and the trainer check against.
 RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw", "adagrad"),
-                   "loss": ("cross_entropy", "nll", "nll_probs"),
-                   "schedule": ("onecycle", "plateau"), "precision": ("fp32", "bf16", "bf16_weights")}
+                  "loss": ("cross_entropy", "nll", "nll_probs"),
+                  "schedule": ("onecycle", "plateau"), "precision": ("fp32", "bf16", "bf16_weights")}
 # Recipe fields a TOML table may set (the pytest plugin's [tool.mnist-arch.models.NAME.train]).
 _RECIPE_COUNTS = ("epochs", "batch_size", "train_subset")
 _RECIPE_TABLES = ("optimizer_kwargs", "schedule_kwargs")
