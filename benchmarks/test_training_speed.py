@@ -23,6 +23,7 @@ import torch
 from train_step import make_step  # benchmarks/train_step.py: the same step its profile and speed commands time
 
 from mnist_arch import bench, get_spec, list_models
+from mnist_arch.train import fit_recipe
 
 MODELS = list_models()
 TARGET_S = 2.0  # timed seconds per model, at least MIN_ROUNDS steps
@@ -50,7 +51,7 @@ def peaks():
 @pytest.mark.benchmark(group="training-speed")
 @pytest.mark.parametrize("name", MODELS)
 def test_quick_training_step(benchmark, peaks, mnist_root, name):
-    recipe = get_spec(name).recipes["quick"]
+    recipe, setting = fit_recipe(get_spec(name).recipes["quick"])  # as it trains on this CPU
     previous = torch.get_num_threads()
     try:
         # The trainer's thread choice and the recipe's batch when timing; one thread and batch 2 for the smoke
@@ -66,6 +67,7 @@ def test_quick_training_step(benchmark, peaks, mnist_root, name):
     finally:
         torch.set_num_threads(previous)
     benchmark.extra_info.update(kind="train-quick", batch_size=batch_size, threads=threads, dtype=recipe.precision,
+                                setting=setting,
                                 channels_last=recipe.channels_last, optimizer=recipe.optimizer, torch=torch.__version__)
     if benchmark.stats is None:  # disabled: the smoke run is done
         return
@@ -77,6 +79,6 @@ def test_quick_training_step(benchmark, peaks, mnist_root, name):
     peak = peaks(threads).flops[dtype]
     benchmark.extra_info.update(images_per_s=round(images_per_s), flops_per_s=flops, peak_flops_per_s=peak,
                                 share_of_peak=round(flops / peak, 4))
-    print(f"\n{name}: {images_per_s:,.0f} training images/s (batch {batch_size}, {recipe.precision}"
+    print(f"\n{name}: {images_per_s:,.0f} training images/s (batch {batch_size}, {setting}"
           f"{', channels_last' if recipe.channels_last else ''}, {threads} thread(s)) = {flops / 1e9:.1f} GFLOP/s, "
           f"{flops / peak:.1%} of the {dtype} matmul peak at {threads} thread(s) ({peak / 1e9:.0f} GFLOP/s)")

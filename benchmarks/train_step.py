@@ -6,6 +6,7 @@
     python benchmarks/train_step.py ablation micro_cnn wide_cnn
     python benchmarks/train_step.py phases micro_cnn
     python benchmarks/train_step.py batchnorm micro_cnn
+    python benchmarks/train_step.py precision micro_cnn bn_dropout_cnn slim_cnn wide_cnn parallel_cnn
 
 `profile`: a markdown table of where a step's time goes (torch.profiler self time grouped into
 convolutions, batch norm, pooling, activations, dropout, augmentation, the optimizer, dtype casts,
@@ -18,7 +19,10 @@ GOMP_SPINCOUNT). `ablation`: `speed` as declared and with one speed-up taken awa
 (channels_last, bf16 weights, bf16 autocast, the fused optimizer) or torch.compile added, with each
 variant's set-up time. `phases`: one whole run of the recipe in this fresh process, timed phase by
 phase (imports, data, model, threads, optimizer, training, evaluation): a markdown table. `batchnorm`:
-each batch norm layer's forward and backward on bf16 input, contiguous against channels_last.
+each batch norm layer's forward and backward on bf16 input, contiguous against channels_last. `precision`:
+each model's step as declared, in fp32 and in fp32 contiguous, on this CPU and under the stand-in for a CPU
+without native bf16 (`NO_BF16`), one thread, fresh processes. Every command times the recipe as the trainer
+runs it on this CPU (`mnist_arch.train.fit_recipe`), `speed --as-declared` as declared.
 Threads default to the trainer's choice (`mnist_arch.train.choose_threads`), which takes two only under
 OMP_WAIT_POLICY=PASSIVE: the command line sets it, so prefix a command here with it to match a
 `mnist-arch train` run of `wide_cnn` or `parallel_cnn`.
@@ -46,6 +50,7 @@ from mnist_arch.data import load_mnist  # noqa: E402
 from mnist_arch.train import (  # noqa: E402
     choose_threads,
     evaluate,
+    fit_recipe,
     make_optimizer,
     prepare_model,
     train_model,
@@ -70,11 +75,13 @@ GROUPS = [
 
 def make_step(name: str, recipe_name: str = "quick", threads: int | None = None, batch_size: int | None = None,
               data_dir: str | None = None, changes: dict | None = None, fused: bool = True,
-              compiled: bool = False) -> tuple[Callable[[], None], int, int, float]:
+              compiled: bool = False, as_declared: bool = False) -> tuple[Callable[[], None], int, int, float]:
     """(one training step on a random batch of real MNIST, batch size, threads, seconds of set-up and the
     first three steps); sets the thread count. `changes` replace recipe fields; `fused=False` takes the
-    optimizer's per-tensor loop; `compiled` runs the model through torch.compile."""
+    optimizer's per-tensor loop; `compiled` runs the model through torch.compile. The recipe runs as the
+    trainer would run it on this CPU (`fit_recipe`: fp32 where bf16 is not native), or `as_declared`."""
     recipe = dataclasses.replace(get_spec(name).recipes[recipe_name], **(changes or {}))
+    recipe = recipe if as_declared else fit_recipe(recipe)[0]
     batch_size = batch_size or recipe.batch_size
     images, labels = load_mnist(data_dir)[:2]
     started = time.perf_counter()
@@ -123,7 +130,8 @@ def profile(args) -> None:
 
 def speed(args) -> None:
     step, batch_size, threads, setup_s = make_step(args.name, args.recipe, args.threads, args.batch_size,
-                                                   args.data_dir, args.set, not args.unfused, args.compile)
+                                                   args.data_dir, args.set, not args.unfused, args.compile,
+                                                   args.as_declared)
     steps, started = 0, time.perf_counter()
     while steps < 3 or time.perf_counter() - started < args.seconds:
         step()
@@ -153,11 +161,40 @@ def ablation(args) -> None:
             if extra[:1] == ["--set"] and _change(extra[1]) in dataclasses.asdict(recipe).items():
                 continue  # that is the recipe as declared
             argv = [sys.executable, __file__, "speed", name, "--recipe", args.recipe, "--seconds", str(args.seconds),
-                    *extra] + (["--data-dir", args.data_dir] if args.data_dir else [])
+                    "--as-declared", *extra] + (["--data-dir", args.data_dir] if args.data_dir else [])
             out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
             declared = declared or out["images_per_s"]
             print(f"| `{name}` | {label} | {out['threads']} | {out['images_per_s']:,.0f} | "
                   f"{out['images_per_s'] / declared:.2f}x | {out['setup_s']:.1f} |", flush=True)
+
+
+#: A CPU without native bf16, stood in for on one that has it (docs/training.md): oneDNN and ATen capped at AVX2.
+NO_BF16 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def precision(args) -> None:
+    """Each model's step as declared, in fp32, and in fp32 without channels_last, on this CPU and under the
+    no-bf16 stand-in, each a fresh process at the recipe's batch size and one thread: a markdown table."""
+    variants = [("as declared", ["--as-declared"]), ("fp32", ["--set", "precision='fp32'"]),
+                ("fp32, contiguous", ["--set", "precision='fp32'", "--set", "channels_last=False"])]
+    machines = [("this CPU", {}), ("no-bf16 stand-in", NO_BF16)]
+    print("| model | declared | " + " | ".join(f"{m}: {v} img/s" for m, _ in machines for v, _ in variants)
+          + " | stand-in: fp32 / as declared |\n| --- | --- |" + " ---: |" * (len(machines) * len(variants) + 1))
+    for name in args.names:
+        recipe = get_spec(name).recipes[args.recipe]
+        measured = {}
+        for machine, env in machines:
+            for label, extra in variants:
+                argv = [sys.executable, __file__, "speed", name, "--recipe", args.recipe, "--threads", "1",
+                        "--seconds", str(args.seconds), *extra]
+                argv += ["--data-dir", args.data_dir] if args.data_dir else []
+                out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, check=True)
+                measured[machine, label] = json.loads(out.stdout.splitlines()[-1])["images_per_s"]
+        layout = ", channels_last" if recipe.channels_last else ""
+        print(f"| `{name}` | {recipe.precision}{layout}, batch {recipe.batch_size} | "
+              + " | ".join(f"{measured[m, v]:,.0f}" for m, _ in machines for v, _ in variants)
+              + f" | {measured['no-bf16 stand-in', 'fp32'] / measured['no-bf16 stand-in', 'as declared']:.1f}x |",
+              flush=True)
 
 
 @contextlib.contextmanager
@@ -267,10 +304,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {"profile": profile, "speed": speed, "contention": contention, "ablation": ablation, "phases": phases,
-                "batchnorm": batchnorm}
+                "batchnorm": batchnorm, "precision": precision}
     for command in commands:
         p = sub.add_parser(command)
-        several = command in ("contention", "ablation")
+        several = command in ("contention", "ablation", "precision")
         p.add_argument("names" if several else "name", nargs="+" if several else None)
         p.add_argument("--recipe", default="quick")
         p.add_argument("--data-dir")
@@ -283,6 +320,8 @@ def main() -> None:
             p.add_argument("--steps", type=int, default=30, help="profiled steps")
             p.add_argument("--unfused", action="store_true", help="the optimizer's per-tensor loop")
             p.add_argument("--compile", action="store_true", help="torch.compile the model")
+            p.add_argument("--as-declared", action="store_true",
+                           help="the recipe's declared precision even where this CPU has no native bf16")
         if command == "contention":
             p.add_argument("--spin-counts", nargs="*", type=int, default=[], metavar="N",
                            help="also two threads under the default policy with GOMP_SPINCOUNT=N")

@@ -52,6 +52,7 @@ profile.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -72,7 +73,16 @@ from mnist_arch.checks import example_input
 from mnist_arch.errors import MnistArchError
 from mnist_arch.isolate import phase
 from mnist_arch.spec import MNIST_MEAN_STD, Recipe
-from mnist_arch.train import make_optimizer, model_input, optimize, prepare_model, resolve_device
+from mnist_arch.train import (
+    fit_recipe,
+    make_optimizer,
+    model_input,
+    native_bf16,
+    optimize,
+    prepare_model,
+    recipe_call,
+    resolve_device,
+)
 
 #: Modifiers a path may combine, in the order they are applied; "eager" is none of them.
 MODIFIERS = ("channels_last", "bf16", "compile", "cuda_graphs")
@@ -106,7 +116,10 @@ def parse_path(text: str) -> str:
 
 
 def default_paths(device: str | torch.device) -> tuple[str, ...]:
-    return CUDA_PATHS if torch.device(device).type == "cuda" else CPU_PATHS
+    """The paths measured unless others are asked for: bf16 only where the device computes it natively
+    (`mnist_arch.train.native_bf16`; emulated bf16 is 4-20x slower than fp32, a path nobody would take)."""
+    paths = CUDA_PATHS if torch.device(device).type == "cuda" else CPU_PATHS
+    return paths if native_bf16(device) else tuple(p for p in paths if p != "bf16")
 
 
 @functools.lru_cache(maxsize=4)
@@ -313,19 +326,22 @@ def prepare_train_step(model: str | nn.Module | Subject, batch_size: int | None 
     """One training step (forward, loss, backward, optimizer step) on a static random batch: the trainer's
     own (`mnist_arch.train.optimize`, without data loading and augmentation).
 
-    Follows the model's recipe when it has one (optimizer, lr, loss, batch size, precision, memory layout);
+    Follows the model's recipe when it has one (optimizer, lr, loss, batch size, precision, memory layout),
+    as it trains on this device (`mnist_arch.train.fit_recipe`: fp32 where bf16 is not native);
     otherwise SGD(lr=0.01, momentum=0.9), batch size `TRAIN_BATCH_SIZE` and cross-entropy.
     """
     dev = resolve_device(device)
     started = time.perf_counter()
     net, name, shape, spec = _build(model, seed)
     recipe = recipe if recipe is not None else train_recipe(spec)
-    batch_size = batch_size or (recipe.batch_size if recipe else TRAIN_BATCH_SIZE)
     if recipe is None:  # a model without a recipe: plain SGD with momentum on logits
-        recipe = Recipe(epochs=1, batch_size=batch_size, optimizer="sgd", lr=0.01, min_accuracy=0.0,
-                        optimizer_kwargs={"momentum": 0.9})
-    net = prepare_model(net, recipe, dev).train()  # the recipe's memory layout and weight dtype, as it trains
-    optimizer = make_optimizer(net, recipe)
+        recipe = Recipe(epochs=1, batch_size=batch_size or TRAIN_BATCH_SIZE, optimizer="sgd", lr=0.01,
+                        min_accuracy=0.0, optimizer_kwargs={"momentum": 0.9})
+    recipe, setting = fit_recipe(recipe, dev)
+    batch_size = batch_size or recipe.batch_size
+    # the recipe's memory layout and weight dtype, as it trains
+    net = recipe_call("precision", recipe, prepare_model, net, recipe, dev).train()
+    optimizer = recipe_call("optimizer", recipe, make_optimizer, net, recipe)
     generator = torch.Generator().manual_seed(seed)
     x = model_input(torch.rand(batch_size, *shape, generator=generator).to(dev), recipe)
     num_classes = getattr(spec, "num_classes", 10)
@@ -340,7 +356,7 @@ def prepare_train_step(model: str | nn.Module | Subject, batch_size: int | None 
     return Prepared(name=name, path="train", device=dev, dtype=recipe.compute_dtype,
                     batch_size=batch_size, input=x, step=step, model=net, input_shape=shape,
                     setup_s=time.perf_counter() - started, kind="train",
-                    extra={"optimizer": recipe.optimizer, "loss": recipe.loss})
+                    extra={"optimizer": recipe.optimizer, "loss": recipe.loss, "precision": setting})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,7 +444,7 @@ def traffic_bytes(params: int, input_elems: int, act_elems: int, batch_size: int
 @dataclass
 class Peaks:
     device: str
-    flops: dict[str, float]  # dtype -> FLOP/s of a large square matmul
+    flops: dict[str, float]  # dtype -> FLOP/s of a large square matmul (no "bf16" where it is not native)
     bytes_per_s: float  # tensor copy: bytes read + bytes written per second
     matmul_size: int
     copy_bytes: int
@@ -455,7 +471,8 @@ def measure_peaks(device: str | torch.device = "cpu", min_time: float = 0.5, mat
     cuda = dev.type == "cuda"
     n = matmul_size or (8192 if cuda else 2048)
     flops = {}
-    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    # bf16 only where it is native: emulated, one 2048 matmul takes a minute on a 2-core AVX2 CPU
+    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))[: 2 if native_bf16(dev) else 1]:
         timing = time_callable(matmul_callable(n, dtype, dev), min_time=min_time)
         flops[label] = 2.0 * n**3 / timing.median_s
     nbytes = copy_bytes or ((1 << 30) if cuda else (256 << 20))
@@ -497,8 +514,9 @@ class Row:
     max_abs_diff: float | None = None
     top1_agreement: float | None = None
     input: str | None = None  # "mnist-test" | "random"
-    note: str = ""  # optimizer and loss of a training row
+    note: str = ""  # optimizer, loss and precision of a training row
     skipped: str | None = None  # the reason a path could not run here
+    error: str | None = None  # why this row failed (the other rows are still measured)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -524,7 +542,7 @@ def measure(prepared: Prepared, min_time: float = 0.5, peaks: Peaks | None = Non
     if mult_adds:
         moved = factor * traffic_bytes(params, input_elems, acts, prepared.batch_size, prepared.dtype)
         row.arithmetic_intensity = 2.0 * mult_adds * prepared.batch_size * factor / moved
-    if peaks is not None and flops is not None:
+    if peaks is not None and flops is not None and prepared.dtype in peaks.flops:
         row.peak_fraction = flops / peaks.flops[prepared.dtype]
     if prepared.kind == "forward" and accuracy:
         if prepared.path == "eager":
@@ -546,7 +564,7 @@ def classify(rows: Iterable[Row], peaks: Peaks | None) -> None:
         big = largest[(r.model, r.kind, r.path, r.device)]
         if big.batch_size > r.batch_size and big.images_per_s >= OVERHEAD_RATIO * r.images_per_s:
             r.bound = "launch overhead"
-        elif peaks is not None and r.arithmetic_intensity is not None:
+        elif peaks is not None and r.arithmetic_intensity is not None and r.dtype in peaks.flops:
             ridge = peaks.flops[r.dtype] / peaks.bytes_per_s
             r.bound = "memory" if r.arithmetic_intensity < ridge else "compute"
 
@@ -610,21 +628,37 @@ def run_benchmarks(models: Sequence[str | Subject], batch_sizes: Sequence[int] =
             for b in batch_sizes:
                 say(f"{s.name} {path} batch {b}")
                 phase("bench")  # each row has the whole time limit (compiling can take a while)
-                try:
-                    prepared = prepare(s, path, b, dev, data_dir=data_dir)
-                except PathUnavailable as exc:
-                    rows.append(Row(model=s.name, kind="forward", path=path, device=str(dev),
-                                    dtype="bf16" if "bf16" in path else "fp32", batch_size=b, skipped=str(exc)))
-                    continue
-                rows.append(measure(prepared, min_time, peaks, work=work))
-                del prepared
+                blank = Row(model=s.name, kind="forward", path=path, device=str(dev),
+                            dtype="bf16" if "bf16" in path else "fp32", batch_size=b)
+                rows.append(_measured(blank, (min_time, peaks, work), prepare, s, path, b, dev, data_dir=data_dir))
         if train:
             say(f"{s.name} training step")
             phase("bench")
-            prepared = prepare_train_step(s, device=dev)
-            rows.append(measure(prepared, min_time, peaks, work=work))
+            blank = Row(model=s.name, kind="train", path="train", device=str(dev), dtype="-", batch_size=0)
+            rows.append(_measured(blank, (min_time, peaks, work), prepare_train_step, s, device=dev))
     classify(rows, peaks)
     return BenchResult(meta, peaks, rows)
+
+
+def _row_label(row: Row) -> str:
+    return "training step" if row.kind == "train" else f"{row.path} row at batch {row.batch_size}"
+
+
+def _measured(blank: Row, how: tuple, prepare_row: Callable[..., Prepared], *args: Any, **kwargs: Any) -> Row:
+    """The row `prepare_row(*args, **kwargs)` measures (`how`: measure's min_time, peaks and work); or
+    `blank` with the reason it was skipped (the path cannot run here) or failed (our set-up, a
+    `MnistArchError` that names the recipe field, or the model's code), so that one row that cannot run
+    does not take the others with it. A model that exits or hangs still ends its worker."""
+    min_time, peaks, work = how
+    try:
+        return measure(prepare_row(*args, **kwargs), min_time, peaks, work=work)
+    except PathUnavailable as exc:
+        return dataclasses.replace(blank, skipped=str(exc))
+    except MnistArchError as exc:
+        return dataclasses.replace(blank, error=str(exc))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+        return dataclasses.replace(blank, error=f"the model's code raised {type(exc).__name__}: {first}".rstrip(": "))
 
 
 def bench_declared(model: Any, batch_sizes: Sequence[int], paths: Sequence[str], device: str, min_time: float,
@@ -692,6 +726,7 @@ def bench_project(project: Any, models: Sequence[Any], batch_sizes: Sequence[int
                                     train, None if data_dir is None else str(data_dir), weights.get(model.name))
         except MnistArchError as exc:
             errors.append(str(exc))
+    errors += [f"Model {r.model}: the {_row_label(r)} failed: {r.error}" for r in rows if r.error]
     classify(rows, peaks)
     return BenchResult(_meta(dev, min_time, weights, threads), peaks, rows, errors)
 
@@ -721,8 +756,9 @@ def _peaks_line(peaks: Peaks | None) -> str:
     if peaks is None:
         return "peak not measured"
     n = peaks.matmul_size
+    bf16 = _si(peaks.flops["bf16"], "FLOP/s") if "bf16" in peaks.flops else "not measured (no native bf16)"
     return (f"practical peak on {peaks.device}: {n}x{n} matmul fp32 {_si(peaks.flops['fp32'], 'FLOP/s')}, "
-            f"bf16 {_si(peaks.flops['bf16'], 'FLOP/s')}; copy {_si(peaks.bytes_per_s, 'B/s')}")
+            f"bf16 {bf16}; copy {_si(peaks.bytes_per_s, 'B/s')}")
 
 
 def to_json(result: BenchResult) -> str:
@@ -737,8 +773,8 @@ def to_table(result: BenchResult) -> str:
              f"{'of peak':>7} {'bound':15} {'max|dlogit|':>11} {'top-1 agree':>11}"]
     for r in result.rows:
         head = f"{r.model:15} {r.kind:7} {r.path:22} {r.batch_size:>5} "
-        if r.skipped:
-            lines.append(head + f"skipped: {r.skipped}")
+        if r.skipped or r.error:
+            lines.append(head + (f"skipped: {r.skipped}" if r.skipped else f"error: {r.error}"))
             continue
         diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.2e}"
         agree = "-" if r.top1_agreement is None else f"{r.top1_agreement:.4f}"
@@ -761,7 +797,8 @@ def to_markdown(result: BenchResult) -> str:
                   "| --- | ---: | " + " | ".join("---:" for _ in paths) + " | ---: | --- | ---: | --- |"]
         for (model, b), group in _groups(fwd, lambda r: (r.model, r.batch_size)).items():
             by_path = {r.path: r for r in group}
-            cells = [_ips(by_path[p].images_per_s) if p in by_path else "-" for p in paths]
+            cells = [("error" if by_path[p].error else _ips(by_path[p].images_per_s)) if p in by_path else "-"
+                     for p in paths]
             ran = [r for r in group if r.images_per_s is not None]
             best = max(ran, key=lambda r: r.images_per_s) if ran else None
             eager = by_path.get("eager")
@@ -772,6 +809,7 @@ def to_markdown(result: BenchResult) -> str:
                          f"{(best.bound or '-') if best else '-'} |")
         skipped = {(r.path, r.skipped) for r in fwd if r.skipped}
         lines += [f"\n`{p}` skipped: {why}" for p, why in sorted(skipped)]
+        lines += [f"\n`{r.model}` `{r.path}` batch {r.batch_size} failed: {r.error}" for r in fwd if r.error]
         acc = [r for r in fwd if r.path != "eager" and r.max_abs_diff is not None]
         if acc:
             lines += ["", "Fast paths against eager fp32 (same weights, same batch, largest batch measured):", "",
@@ -784,10 +822,12 @@ def to_markdown(result: BenchResult) -> str:
     train = [r for r in result.rows if r.kind == "train"]
     if train:
         lines += ["", "Training step (forward, backward, optimizer step; 3x forward FLOPs):", "",
-                  "| model | batch | dtype | optimizer, loss | images/s | of peak | bound |",
+                  "| model | batch | dtype | optimizer, loss, precision | images/s | of peak | bound |",
                   "| --- | ---: | --- | --- | ---: | ---: | --- |"]
-        lines += [f"| `{r.model}` | {r.batch_size} | {r.dtype} | {r.note} | {_ips(r.images_per_s)} | "
-                  f"{_pct(r.peak_fraction)} | {r.bound or '-'} |" for r in train]
+        lines += [f"| `{r.model}` | {r.batch_size or '-'} | {r.dtype} | {r.note or '-'} | "
+                  f"{'error' if r.error else _ips(r.images_per_s)} | {_pct(r.peak_fraction)} | {r.bound or '-'} |"
+                  for r in train]
+        lines += [f"\n`{r.model}` training step failed: {r.error}" for r in train if r.error]
     lines += ["", f"Bound: \"launch overhead\" where the largest batch runs >= {OVERHEAD_RATIO:g}x the images/s; "
               "else \"memory\" below the roofline ridge (peak FLOP/s / copy bandwidth), \"compute\" above it "
               "(see `mnist_arch/bench.py`)."]

@@ -196,19 +196,14 @@ def _cmd_train(args) -> int:
                                  args.threads)
         results.append(result)
         if text:
-            verdict = "PASS" if result.test_accuracy >= recipe.min_accuracy and result.collapsed is None else "FAIL"
-            print(f"{verdict}: {model.name} ({args.recipe}, seed {seed}) test accuracy {result.test_accuracy:.2%} "
-                  f"after {result.epochs} epoch(s) in {result.seconds:.1f}s; threshold {recipe.min_accuracy:.2%}"
-                  + (f"; collapsed: {result.collapsed['share']:.1%} of the test predictions are class "
-                     f"{result.collapsed['class']} (an MNIST class is about 10%)" if result.collapsed else ""),
-                  flush=True)
+            print(f"{'PASS' if result.passed else 'FAIL'}: {model.name} ({args.recipe}, seed {seed}) "
+                  f"{result.verdict()}", flush=True)
     if args.format == "json":
         dicts = [r.to_dict() for r in results]
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
     elif args.format == "markdown":
         print(runs_table(results, args.seed, recipe))
-    passed = all(r.test_accuracy >= recipe.min_accuracy and r.collapsed is None for r in results)
-    return 0 if passed else 1
+    return 0 if all(r.passed for r in results) else 1
 
 
 def _cmd_bench(args) -> int:

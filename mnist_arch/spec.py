@@ -74,14 +74,26 @@ class Recipe:
     augment: Augment | None = None
     normalize: tuple[float, float] | None = MNIST_MEAN_STD
     train_subset: int | None = None  # the first N training images, for heavy models in the quick tier
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast) | "bf16_weights" (weights and optimizer in bf16 too)
+    # "fp32" | "bf16" (autocast) | "bf16_weights" (weights and optimizer in bf16 too). A bf16 precision is
+    # used only where the device computes bf16 natively; elsewhere the recipe trains in fp32, with
+    # `fp32_changes` applied (see `mnist_arch.train.fit_recipe`).
+    precision: str = "fp32"
     channels_last: bool = False  # NHWC weights and inputs: faster convolutions on the CPU (oneDNN)
     threshold_note: str = ""  # where min_accuracy comes from
+    # Fields that change where a bf16 recipe trains in fp32 (a CPU without native bf16): a smaller
+    # train_subset that keeps the tier's time, and the min_accuracy and threshold_note of its fp32 seeds.
+    fp32_changes: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def compute_dtype(self) -> str:
         """The dtype its convolutions and matmuls run in: "bf16" under autocast and with bf16 weights alike."""
         return "fp32" if self.precision == "fp32" else "bf16"
+
+    def in_fp32(self) -> Recipe:
+        """This recipe as it trains where bf16 is not native: fp32, with `fp32_changes` applied."""
+        if self.precision == "fp32":
+            return self
+        return dataclasses.replace(self, **{**self.fp32_changes, "precision": "fp32", "fp32_changes": {}})
 
 
 @dataclass(frozen=True)

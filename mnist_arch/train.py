@@ -7,10 +7,11 @@ per-sample Python, which is where the reference repositories spend most of their
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
 import torch
@@ -46,6 +47,50 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether `device` computes bf16 natively. On a CPU, oneDNN's own answer (AVX-512 BF16, AMX or
+    AVX-NE-CONVERT; without them it emulates bf16, 4-20x slower than fp32, docs/training.md); on CUDA,
+    compute capability 8.0 or newer (torch's answer without counting emulation)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch before 2.4 counts no emulation
+            return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a build without oneDNN
+            return False
+    return False
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cpu":
+        capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+        return f"this CPU{f' ({capability})' if capability else ''}"
+    return f"this GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"device {device}"
+
+
+def fit_recipe(recipe: Recipe, device: str | torch.device = "cpu") -> tuple[Recipe, str]:
+    """The recipe as it trains on `device`, and what was chosen, in words for every report: the one place
+    that decides (the trainer applies it, so `mnist-arch train`, the plugin's training items, the tests
+    and `bench --train` all train through it).
+
+    A bf16 precision is a measured speed-up where the hardware computes bf16 natively (docs/training.md:
+    1.6-3x on the CPUs with AVX-512 BF16 or AMX that the recipes were measured on); elsewhere it is
+    emulated, 4-20x slower than fp32, so the recipe trains in fp32 with its `fp32_changes` (a smaller
+    subset and its own threshold where the fp32 seeds call for them). The memory layout and the optimizer
+    stay as declared (channels_last is faster in fp32 too; threads: `choose_threads`)."""
+    device = torch.device(device)
+    if recipe.precision == "fp32":
+        return recipe, "fp32"
+    if native_bf16(device):
+        return recipe, f"{recipe.precision} ({_hardware(device)} computes bf16 natively)"
+    return recipe.in_fp32(), (f"fp32, not the declared {recipe.precision}: {_hardware(device)} has no native bf16"
+                              + (" (the recipe's fp32_changes apply)" if recipe.fp32_changes else ""))
+
+
 def detect_collapse(predictions: torch.Tensor, num_classes: int = 10) -> dict | None:
     """{'class': k, 'share': s} when more than COLLAPSE_SHARE of the predictions are class k."""
     counts = torch.bincount(predictions.flatten().cpu(), minlength=num_classes)
@@ -58,16 +103,61 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.o
               "adagrad": torch.optim.Adagrad}
 
 
+#: The kernel behind each optimizer's `fused=True` (torch.optim calls torch._fused_<name>_).
+FUSED_OPS = {"sgd": "_fused_sgd_", "adam": "_fused_adam_", "adamw": "_fused_adamw_", "adagrad": "_fused_adagrad_"}
+
+
+@functools.cache
+def fused_kernel(optimizer: str, device_type: str, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the installed torch has a fused kernel for `optimizer` on this device type and dtype.
+
+    torch has no public question for it, and the answer changes with the optimizer, the device and the
+    version: the fused CPU kernels came in torch 2.4, and Adagrad's fused kernel was CPU-only until 2.12,
+    while its constructor accepts `fused=True` on CUDA and only the first `step()` refuses. So we ask torch
+    twice, in its own terms rather than a table of its history that would be our guess:
+    1. its dispatcher: is a kernel of the fused operator registered for the device's dispatch key (this
+       needs no such device: a CUDA build of torch answers for CUDA on a machine without a GPU);
+    2. where the device is here, the optimizer itself: one fused step on a one-element scratch parameter,
+       which runs the device check torch runs at a model's first step.
+    Asked once per process and combination; any failure to answer counts as no (foreach is always right)."""
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    try:
+        registered = key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"aten::{FUSED_OPS[optimizer]}", key)
+    except (AttributeError, RuntimeError, KeyError):  # an older torch without the operator, or the function
+        return False
+    if not registered:
+        return False
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return True  # the dispatcher's word: there is no device here to try the step on
+    try:
+        param = torch.zeros(1, device=device_type, dtype=dtype, requires_grad=True)
+        param.grad = torch.ones_like(param)
+        OPTIMIZERS[optimizer]([param], lr=0.1, fused=True).step()
+    except (RuntimeError, TypeError, ValueError, NotImplementedError, AssertionError):
+        return False
+    return True
+
+
+def optimizer_kernel(optimizer: str, kinds: Iterable[tuple[str, torch.dtype]]) -> str:
+    """"fused" (one kernel over all parameters instead of a loop of small ops per tensor) where torch has
+    the optimizer's fused kernel for every (device type, dtype) of the parameters, else "foreach" (a few
+    multi-tensor ops, which every device and dtype has)."""
+    kinds = list(kinds)
+    fused = kinds and all(dtype.is_floating_point and fused_kernel(optimizer, device, dtype) for device, dtype in kinds)
+    return "fused" if fused else "foreach"
+
+
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer, fused (one kernel over all parameters instead of a loop of small ops per
-    tensor) where every parameter is a floating-point tensor on a device with fused kernels."""
+    """The recipe's optimizer over the model's trainable parameters, fused or foreach (`optimizer_kernel`);
+    a recipe's own `fused` or `foreach` in optimizer_kwargs is left as it is."""
     if recipe.optimizer not in OPTIMIZERS:
         raise MnistArchError(f"Recipe optimizer {recipe.optimizer!r} is not one of "
                              f"{', '.join(RECIPE_CHOICES['optimizer'])}.")
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs = dict(recipe.optimizer_kwargs)
-    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
-        kwargs.setdefault("fused", True)
+    if params and "fused" not in kwargs and "foreach" not in kwargs:
+        kwargs[optimizer_kernel(recipe.optimizer, {(p.device.type, p.dtype) for p in params})] = True
     return OPTIMIZERS[recipe.optimizer](params, lr=recipe.lr, **kwargs)
 
 
@@ -81,6 +171,27 @@ def _scheduler(optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int):
         return None
     raise MnistArchError(f"Recipe schedule {recipe.schedule!r} is not one of "
                          f"{', '.join(RECIPE_CHOICES['schedule'])} or none.")
+
+
+class RecipeError(MnistArchError):
+    """A failure of mnist-arch's own training set-up (optimizer, schedule, loss, data, precision), never
+    reported as the model's: the message names the recipe field whose code raised."""
+
+
+def recipe_call(field: str, recipe: Recipe, func: Callable, *args):
+    """`func(*args)`, run by us for the recipe's `field`: whatever it raises is reported as ours."""
+    try:
+        return func(*args)
+    except MnistArchError:
+        raise
+    except Exception as exc:
+        value = getattr(recipe, field, None)
+        shown = {"optimizer": f"{value!r} with {dict(recipe.optimizer_kwargs)}",
+                 "schedule": f"{value!r} with {dict(recipe.schedule_kwargs)}"}.get(field, repr(value))
+        first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+        raise RecipeError(f"mnist-arch's own training set-up failed, not the model's code: the recipe's {field} "
+                          f"({shown}) raised {type(exc).__name__}: {first}. Check that field of the recipe; if it "
+                          f"is right, the fault is mnist-arch's or this torch's ({torch.__version__}).") from None
 
 
 def compute_loss(recipe: Recipe, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -219,23 +330,24 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recip
     """One step of the recipe on a batch of uint8 images: normalise (and augment) on the images' device,
     forward at the recipe's precision, loss, backward, optimizer step. Returns the loss and the output,
     detached. The training loop and the training-speed benchmark both run exactly this."""
-    x = _inputs(images_u8, recipe)
+    x = recipe_call("normalize", recipe, _inputs, images_u8, recipe)
     if recipe.augment is not None:
         fill = -recipe.normalize[0] / recipe.normalize[1] if recipe.normalize else 0.0  # black, normalised
-        x = random_affine(x, recipe.augment, generator, fill=fill)
+        x = recipe_call("augment", recipe, random_affine, x, recipe.augment, generator, fill)
     return optimize(model, optimizer, recipe, x, labels)
 
 
 def optimize(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, x: torch.Tensor,
              labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward a batch already in the model's input form (`model_input`) at the recipe's precision, loss,
-    backward, optimizer step; the loss and the output, detached."""
+    backward, optimizer step; the loss and the output, detached. The forward and backward passes are the
+    model's code; the loss and the optimizer step are ours (`RecipeError` when they raise)."""
     with _autocast(recipe, x.device):
         out = model(x)
-    loss = compute_loss(recipe, out, labels)
+    loss = recipe_call("loss", recipe, compute_loss, recipe, out, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    recipe_call("optimizer", recipe, optimizer.step)
     return loss.detach(), out.detach()
 
 
@@ -250,7 +362,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recip
     for i in range(0, len(images), batch_size):
         with _autocast(recipe, device):
             out = model(_inputs(images[i : i + batch_size], recipe))
-        total_loss += compute_loss(recipe, out, labels[i : i + batch_size]).item() * len(out)
+        loss = recipe_call("loss", recipe, compute_loss, recipe, out, labels[i : i + batch_size])
+        total_loss += loss.item() * len(out)
         predictions.append(out.argmax(1))
     predictions = torch.cat(predictions)
     return total_loss / len(images), (predictions == labels).float().mean().item(), predictions
@@ -268,6 +381,7 @@ def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "m
     called with each epoch's `Epoch` as soon as it is evaluated (the CLI prints it).
     """
     device = torch.device(device)
+    recipe, setting = fit_recipe(recipe, device)  # what it trains at here: the run reports it
     previous = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(threads or choose_threads(model, recipe))
@@ -275,6 +389,8 @@ def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "m
         result = _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_budget, progress,
                         on_epoch)
         result.threads = torch.get_num_threads() if device.type == "cpu" else 0
+        result.device, result.precision, result.setting = device.type, recipe.precision, setting
+        result.min_accuracy = recipe.min_accuracy
         return result
     finally:
         torch.set_num_threads(previous)
@@ -285,13 +401,13 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
     torch.manual_seed(seed)  # the model's own randomness (dropout masks)
     generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and augmentation
 
-    model = prepare_model(model, recipe, device)
+    model = recipe_call("precision", recipe, prepare_model, model, recipe, device)
     train_x, train_y = data.train_images, data.train_labels
     if recipe.train_subset:
         train_x, train_y = train_x[: recipe.train_subset], train_y[: recipe.train_subset]
     steps_per_epoch = math.ceil(len(train_x) / recipe.batch_size)
-    optimizer = make_optimizer(model, recipe)
-    scheduler = _scheduler(optimizer, recipe, epochs, steps_per_epoch)
+    optimizer = recipe_call("optimizer", recipe, make_optimizer, model, recipe)
+    scheduler = recipe_call("schedule", recipe, _scheduler, optimizer, recipe, epochs, steps_per_epoch)
 
     result = TrainResult(name, recipe_name, 0, 0.0, 0.0)
     start = time.perf_counter()
@@ -310,7 +426,7 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
             y = train_y[idx]
             loss, out = train_step(model, optimizer, recipe, train_x[idx], y, generator)
             if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
-                scheduler.step()
+                recipe_call("schedule", recipe, scheduler.step)
             loss_sum += loss * len(y)
             correct += (out.argmax(1) == y).sum()
             seen += len(y)
@@ -322,7 +438,7 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
         test_loss, test_acc, predictions = evaluate(model, data.test_images, data.test_labels, recipe)
         lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(test_loss)
+            recipe_call("schedule", recipe, scheduler.step, test_loss)
         result.history.append(Epoch(epoch, loss_sum.item() / seen, correct.item() / seen, test_loss,
                                     test_acc, lr, time.perf_counter() - epoch_start))
         if on_epoch is not None:

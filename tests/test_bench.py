@@ -27,7 +27,7 @@ BF16_TOL = 0.25
 
 ROW_KEYS = ["model", "kind", "path", "device", "dtype", "batch_size", "images_per_s", "median_s", "rounds",
             "setup_s", "mult_adds", "params", "flops_per_s", "peak_fraction", "arithmetic_intensity", "bound",
-            "max_abs_diff", "top1_agreement", "input", "note", "skipped"]
+            "max_abs_diff", "top1_agreement", "input", "note", "skipped", "error"]
 
 
 @pytest.fixture(autouse=True)
@@ -230,7 +230,7 @@ def test_train_step_without_recipe():
     net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     prepared = bench.prepare_train_step(net, device="cpu")
     assert prepared.batch_size == bench.TRAIN_BATCH_SIZE
-    assert prepared.extra == {"optimizer": "sgd", "loss": "cross_entropy"}
+    assert prepared.extra == {"optimizer": "sgd", "loss": "cross_entropy", "precision": "fp32"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -129,8 +129,8 @@ def test_training_threshold(project, mnist_root):
     result = project.runpytest_subprocess("-m", "training", f"--mnist-arch-data={mnist_root}")
     result.assert_outcomes(passed=1, deselected=18)  # logistic regression on 2,000 images: about 85%
     # the accuracy reached and the seconds taken are reported for a passing item too
-    result.stdout.fnmatch_lines(["*mnist-arch training*", "linear: test accuracy *% after 1 epoch(s) in *s, loss "
-                                 "cross_entropy (the default for its output); declared at least 70.00%"])
+    result.stdout.fnmatch_lines(["*mnist-arch training*", "linear: test accuracy *% after 1 epoch(s) in *s; threshold "
+                                 "70.00%; on cpu, fp32, 1 thread(s); loss cross_entropy (the default for its output)"])
 
 
 def test_bad_table_is_a_collection_error(pytester):

@@ -21,8 +21,8 @@ from mnist_arch.train import (
     choose_threads,
     compute_loss,
     detect_collapse,
+    fit_recipe,
     load_checkpoint,
-    make_optimizer,
     prepare_model,
     resolve_device,
     save_checkpoint,
@@ -48,13 +48,15 @@ def small(mnist):
 @pytest.mark.training
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_recipe_reaches_its_threshold(name, mnist):
-    spec = get_spec(name)
-    recipe = spec.recipes["quick"]
+    """At the precision this CPU trains it at (bf16 where native, else fp32 with the fp32 threshold)."""
+    declared = get_spec(name).recipes["quick"]
+    recipe, setting = fit_recipe(declared)
     torch.manual_seed(0)
-    result = train_model(create_model(name), recipe, mnist, name=name, seed=0, progress=False)
+    result = train_model(create_model(name), declared, mnist, name=name, seed=0, progress=False)
+    assert (result.precision, result.min_accuracy) == (recipe.precision, recipe.min_accuracy)
     assert result.collapsed is None, result.collapsed
     assert result.test_accuracy >= recipe.min_accuracy, (
-        f"{name} quick: {result.test_accuracy:.4f} < {recipe.min_accuracy} ({recipe.threshold_note})")
+        f"{name} quick, {setting}: {result.test_accuracy:.4f} < {recipe.min_accuracy} ({recipe.threshold_note})")
 
 
 @pytest.mark.slow
@@ -63,13 +65,15 @@ def test_full_recipe_reaches_its_threshold(name, mnist_root):
     """The published recipes, on CUDA where there is one, else on the CPU (minutes to hours: see
     docs/training.md). `pytest -m slow` runs them."""
     device = resolve_device("auto")
-    recipe = get_spec(name).recipes["full"]
+    declared = get_spec(name).recipes["full"]
+    recipe, setting = fit_recipe(declared, device)
     data = load_mnist(mnist_root, device=device)
     torch.manual_seed(0)
-    result = train_model(create_model(name), recipe, data, name=name, seed=0, device=device, progress=False)
+    result = train_model(create_model(name), declared, data, name=name, seed=0, device=device, progress=False)
     assert result.collapsed is None, result.collapsed
     assert result.test_accuracy >= recipe.min_accuracy, (
-        f"{name} full on {device}: {result.test_accuracy:.4f} < {recipe.min_accuracy} ({recipe.threshold_note})")
+        f"{name} full on {device}, {setting}: {result.test_accuracy:.4f} < {recipe.min_accuracy} "
+        f"({recipe.threshold_note})")
 
 
 def test_every_architecture_declares_both_tiers():
@@ -84,10 +88,17 @@ def test_every_architecture_declares_both_tiers():
 QUICK_FLOORS = {"micro_cnn": 0.99, "bn_dropout_cnn": 0.99, "wide_cnn": 0.98, "parallel_cnn": 0.98, "slim_cnn": 0.97}
 
 
+#: Where the quick recipe trains in fp32 (no native bf16) within the suite's time, these keep no floor: their
+#: fp32 thresholds are the rule's on their five-seed tables (README, "The quick tier"; docs/training.md).
+FP32_BELOW_FLOOR = {"micro_cnn", "parallel_cnn"}
+
+
 def test_quick_thresholds_hold_the_floors():
     assert set(QUICK_FLOORS) == set(NAMES)
     for name, floor in QUICK_FLOORS.items():
-        assert get_spec(name).recipes["quick"].min_accuracy >= floor, name
+        quick = get_spec(name).recipes["quick"]
+        assert quick.min_accuracy >= floor, name
+        assert (quick.in_fp32().min_accuracy >= floor) != (name in FP32_BELOW_FLOOR), name
 
 
 def test_collapse_is_detected_on_synthetic_predictions():
@@ -128,9 +139,16 @@ def _seeded_run(seed, recipe=TINY, data=None):
     return train_model(create_model("micro_cnn"), recipe, data, seed=seed, progress=False)
 
 
+@pytest.fixture
+def bf16_as_if_native(monkeypatch):
+    """The bf16 code paths, trained on any CPU: where bf16 is not native the trainer would take fp32 instead
+    (train.fit_recipe), and emulated bf16 is slow, so the runs that use this are small."""
+    monkeypatch.setattr(train, "native_bf16", lambda device: True)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16_weights"])
-def test_a_seed_makes_a_run_repeatable(small, precision):
-    recipe = dataclasses.replace(TINY, precision=precision)
+def test_a_seed_makes_a_run_repeatable(small, precision, bf16_as_if_native):
+    recipe = dataclasses.replace(TINY, precision=precision, epochs=1, train_subset=512)
     a, b, c = (_seeded_run(seed, recipe, small) for seed in (3, 3, 4))
     strip = lambda r: [dataclasses.replace(e, seconds=0) for e in r.history]  # noqa: E731
     assert strip(a) == strip(b)
@@ -157,10 +175,12 @@ def test_train_cli_json_and_plots(mnist_root, tmp_path, capsys):
     code = main(["train", "micro_cnn", "--epochs", "1", "--time-budget", "1", "--data-dir", str(mnist_root),
                  "--device", "cpu", "--format", "json", "--plots", str(tmp_path / "plots")])
     out = json.loads(capsys.readouterr().out)
-    assert list(out) == ["model", "recipe", "epochs", "seconds", "test_accuracy", "history", "collapsed", "threads"]
+    assert list(out) == ["model", "recipe", "epochs", "seconds", "test_accuracy", "history", "collapsed", "threads",
+                         "device", "precision", "setting", "min_accuracy", "passed"]
+    fitted = fit_recipe(get_spec("micro_cnn").recipes["quick"])[0]
+    assert (out["device"], out["precision"], out["min_accuracy"]) == ("cpu", fitted.precision, fitted.min_accuracy)
     assert out["model"] == "micro_cnn" and out["recipe"] == "quick" and out["epochs"] == 1
-    threshold = get_spec("micro_cnn").recipes["quick"].min_accuracy
-    assert code in (0, 1) and (code == 0) == (out["test_accuracy"] >= threshold)
+    assert code in (0, 1) and (code == 0) == (out["test_accuracy"] >= fitted.min_accuracy) == out["passed"]
     for png in ("curves.png", "confusion.png", "predictions.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -246,13 +266,6 @@ def test_nll_probs_is_finite_where_a_probability_underflows():
     probs[0, 3] = 1.0  # the true class 0 got probability 0: a large loss, not inf or nan
     loss = compute_loss(dataclasses.replace(TINY, loss="nll_probs"), probs, torch.tensor([0]))
     assert torch.isfinite(loss) and loss > 80
-
-
-def test_every_optimizer_a_recipe_may_name_is_made_fused_on_the_cpu():
-    assert set(train.OPTIMIZERS) == set(RECIPE_CHOICES["optimizer"])  # the trainer knows exactly the spec's names
-    for optimizer in RECIPE_CHOICES["optimizer"]:
-        made = make_optimizer(create_model("micro_cnn"), dataclasses.replace(TINY, optimizer=optimizer))
-        assert made.defaults["fused"] is True, optimizer
 
 
 def test_every_precision_a_recipe_may_name_is_prepared_and_no_other():
@@ -374,7 +387,7 @@ def test_channels_last_trains_the_same_network(small):
     assert abs(a.test_accuracy - b.test_accuracy) < 0.01, (a.test_accuracy, b.test_accuracy)
 
 
-def test_bf16_weights_train_without_casts(small):
+def test_bf16_weights_train_without_casts(small, bf16_as_if_native):
     """precision "bf16_weights": the weights and the optimizer's state are bf16 from the start, but for
     batch norm's (micro_cnn has six), whose running statistics stay fp32."""
     recipe = Recipe(epochs=2, batch_size=64, optimizer="adam", lr=1e-2, min_accuracy=0.5, loss="nll")

@@ -48,6 +48,8 @@ SPEC = Spec(
             schedule="onecycle", schedule_kwargs=dict(max_lr=0.02, pct_start=0.25),
             loss="cross_entropy", label_smoothing=0.1, precision="bf16", channels_last=True,
             min_accuracy=0.99, threshold_note="5 seeds 99.20-99.31%; worst - spread",
+            fp32_changes=dict(min_accuracy=0.991,
+                              threshold_note="fp32: 5 seeds 99.24-99.32% (no native bf16); worst - 0.1 point"),
         ),
         "full": Recipe(
             epochs=20, batch_size=1024, optimizer="adamw", lr=0.001,

@@ -53,6 +53,10 @@ SPEC = Spec(
             schedule="onecycle", schedule_kwargs=dict(max_lr=0.03, pct_start=0.25),
             precision="bf16", channels_last=True, normalize=(0.1307, 0.3081),
             min_accuracy=0.99, threshold_note="5 seeds 99.14-99.22%; worst - 0.1 point (the rule's minimum margin)",
+            # Where bf16 is not native: the same recipe in fp32 (docs/training.md: batch 64 or a lower max_lr keep
+            # no 99.0% either).
+            fp32_changes=dict(min_accuracy=0.988,
+                              threshold_note="fp32: 5 seeds 99.01-99.20% (no native bf16); worst - spread"),
         ),
         # The README's recipe. final_div_factor=7.5: its log shows lr 0.049657 at the start of epoch 10,
         # which OneCycleLR gives only with a final lr of 0.1/7.5 (not the default 1e4 divisor).
