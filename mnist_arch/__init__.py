@@ -7,7 +7,7 @@ __all__ = [
     "Augment", "Layer", "MnistArchError", "Recipe", "Spec",
     "create_model", "get_spec", "list_models", "register_model",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: packaging reads it (pyproject.toml), release.yml checks the tag
 
 
 def __getattr__(name: str):

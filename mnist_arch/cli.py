@@ -244,9 +244,20 @@ def _cmd_init(args) -> int:
     result = init_project(Path.cwd(), model=args.model, name=args.name, params_below=args.params_below,
                           max_params=args.max_params, require=args.require,
                           require_any=[group.split(",") for group in args.require_any],
-                          min_accuracy=args.min_accuracy, epochs=args.epochs, force=args.force)
+                          min_accuracy=args.min_accuracy, epochs=args.epochs, action=args.action,
+                          requirement=args.requirement, data_dir=args.data_dir, force=args.force,
+                          progress=_print_now)
     print(result.report())
     return 0
+
+
+def _min_accuracy(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.98, or auto, got {text!r}") from None
 
 
 def _add_init_parser(sub) -> None:
@@ -263,9 +274,18 @@ def _add_init_parser(sub) -> None:
                    "(repeatable)")
     p.add_argument("--require-any", action="append", default=[], metavar="F,F",
                    help="at least one of these features, e.g. gap,fc (repeatable)")
-    p.add_argument("--min-accuracy", type=float, metavar="X",
-                   help="a quick training item must reach this test accuracy (a fraction, e.g. 0.98)")
+    p.add_argument("--min-accuracy", type=_min_accuracy, metavar="X",
+                   help="a quick training item must reach this test accuracy: a fraction (e.g. 0.97), or auto: "
+                        "train five seeds now and take the threshold rule's answer (the worst minus the spread)")
     p.add_argument("--epochs", type=_count, metavar="N", help="epochs of that training (default 1)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="for --min-accuracy auto: the folder holding MNIST/raw/ (default: $MNIST_ARCH_DATA)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--action", metavar="OWNER/REPO@REF",
+                        help="the workflow installs mnist-arch with its GitHub Action from that repository, pinned to "
+                             "the commit of REF (a tag, branch or commit)")
+    source.add_argument("--requirement", metavar="SPEC",
+                        help="the workflow pip-installs SPEC as mnist-arch (e.g. mnist-arch==VERSION, or a git URL)")
     p.add_argument("--force", action="store_true",
                    help="replace the [tool.mnist-arch] table and the workflow files when they exist")
     p.set_defaults(func=_cmd_init)
@@ -279,7 +299,20 @@ _TIMEOUT_HELP = ("seconds a model may spend in one phase (import, build, forward
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnist-arch", description=__doc__.split("\n")[0])
+    from mnist_arch import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mnist-arch", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Declared facts about MNIST convolutional networks (parameter budgets, required layers, output "
+                    "shape, accuracy after a short training), proven for the models in [tool.mnist-arch] of "
+                    "pyproject.toml, for --model PATH.py:ATTR, or for the five reference architectures.",
+        epilog="exit codes:\n"
+               "  0  every check passed\n"
+               "  1  a check failed on a model that ran (check, pytest items), a budget broke (diff), a training\n"
+               "     run missed its threshold (train)\n"
+               "  2  anything else: wrong arguments, or a model that cannot be imported, built, run or judged\n"
+               "     (one paragraph on stderr, never a traceback)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="registered architectures")

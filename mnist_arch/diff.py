@@ -342,7 +342,7 @@ def to_table(diff: Diff) -> str:
 def to_markdown(diff: Diff) -> str:
     lines = [f"## mnist-arch diff: `{diff.base_ref}` ({diff.base_commit[:9]}) → {HEAD_LABEL}", ""]
     if diff.note:
-        lines += [f"{md_cell(diff.note[:1].upper() + diff.note[1:])}.", ""]
+        lines += [f"Note: {md_cell(diff.note)}.", ""]  # as written: the note may start with a ref (origin/main)
     lines += ["| model | parameters | Δ parameters | trainable | mult-adds | Δ mult-adds | verdict | budgets |",
               "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for m in diff.models:
@@ -373,8 +373,10 @@ def badge_markdown(remote_url: str, workflow: str = "model_tests.yml") -> str:
     (https://github.com/OWNER/REPO(.git) or git@github.com:OWNER/REPO(.git))."""
     match = re.search(r"github\.com[:/]+([^/\s]+)/([^/\s]+?)(?:\.git)?/?$", remote_url.strip())
     if not match:
-        raise MnistArchError(f"The git remote {remote_url.strip()!r} is not a GitHub repository; write the badge "
-                             "by hand with your OWNER/REPOSITORY (see README).")
+        placeholder = badge_markdown("https://github.com/OWNER/REPOSITORY", workflow)
+        raise MnistArchError(f"The git remote {remote_url.strip()!r} is not a GitHub repository, and the badge shows a "
+                             "GitHub Actions workflow: put this line in your README with OWNER/REPOSITORY replaced by "
+                             f"your GitHub repository: {placeholder}")
     owner_repo = f"{match.group(1)}/{match.group(2)}"
     url = f"https://github.com/{owner_repo}/actions/workflows/{workflow}"
     return f"[![Model Tests]({url}/badge.svg)]({url})"
@@ -385,6 +387,8 @@ def remote_badge(cwd: str | Path | None = None, remote: str = "origin") -> str:
     top = git_toplevel(cwd)
     proc = _git(["remote", "get-url", remote], top)
     if proc.returncode != 0:
-        raise MnistArchError(f"{top} has no git remote named {remote!r}; add one (git remote add {remote} URL) "
-                             "or write the badge by hand with your OWNER/REPOSITORY (see README).")
+        raise MnistArchError(f"{top} has no git remote named {remote!r}; add your GitHub repository (git remote add "
+                             f"{remote} https://github.com/OWNER/REPOSITORY.git) and run `mnist-arch badge` again, or "
+                             "put this line in your README with OWNER/REPOSITORY replaced: "
+                             f"{badge_markdown('https://github.com/OWNER/REPOSITORY')}")
     return badge_markdown(proc.stdout)

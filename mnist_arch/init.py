@@ -8,15 +8,25 @@ appending to it without changing a byte of what is there) and writes, at the top
 - `.github/workflows/model_tests_comment.yml`: posts that report as one sticky comment, from a
   `workflow_run` that never runs the pull request's code (so it works for pull requests from forks).
 
-The templates live in `mnist_arch/templates/`; docs/ci.md explains them.
+The workflow gets mnist-arch from this repository's GitHub Action pinned by commit (`--action OWNER/REPO@REF`,
+or the GitHub commit a git URL installed here) or with pip (`--requirement SPEC`, or this version when it came
+from a package index); init refuses to guess otherwise. `--min-accuracy auto` trains five seeds first and
+writes the threshold rule's answer (mnist_arch.runs.rule_threshold). Workflows already in .github/workflows
+that run tests are named in a note, never changed.
+
+The templates live in `mnist_arch/templates/` (the install steps of each kind in `templates/steps/`); docs/ci.md
+explains them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from itertools import takewhile
@@ -30,6 +40,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from mnist_arch.errors import MnistArchError
 from mnist_arch.project import TRAIN_DEFAULTS, is_file_target
+from mnist_arch.runs import rule_threshold
 from mnist_arch.spec import parse_recipe_fields, parse_spec_fields
 
 TABLE = ("tool", "mnist-arch")
@@ -45,7 +56,30 @@ _MODEL = re.compile(r"(?P<source>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_]*)")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _HEADER = re.compile(r"\s*\[\[?(?P<key>[^\]]*)\]\]?\s*(#.*)?")
-_REQUIREMENT = re.compile(r"[A-Za-z0-9 @+:/._=<>!~,-]+")
+_REQUIREMENT = re.compile(r"[A-Za-z0-9 @+:/._=<>!~,\[\]-]+")  # what fits the workflow's quoted YAML string
+_ACTION = re.compile(r"(?P<repo>[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+)@(?P<ref>[A-Za-z0-9._/-]+)")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_GITHUB = re.compile(r"https://github\.com/(?P<repo>[A-Za-z0-9-]+/[A-Za-z0-9._-]+?)(?:\.git)?/?")
+#: The seeds of `--min-accuracy auto`: the five of the threshold rule (docs/training.md).
+SEEDS = (0, 1, 2, 3, 4)
+# A workflow line that runs pytest (not one that installs it), and the artifact actions GitHub has retired.
+_RUNS_PYTEST = re.compile(r"(?:^|[\s;&|(])(?:python3? -m )?pytest(?=\s|$)")
+_RETIRED_ARTIFACT = re.compile(r"actions/(?:upload|download)-artifact@v[1-3]\b")
+
+
+@dataclass(frozen=True)
+class CiSource:
+    """Where the generated workflow gets mnist-arch: the composite action of mnist-arch's repository at a commit
+    (`action` is OWNER/REPO@COMMIT, `ref` the tag or branch it was given as), or a pip `requirement`."""
+
+    action: str | None = None
+    ref: str | None = None
+    requirement: str | None = None
+
+    def describe(self) -> str:
+        if self.action:
+            return f"the mnist-arch action {self.action}" + (f" ({self.ref})" if self.ref else "")
+        return f"pip install {self.requirement}"
 
 
 @dataclass
@@ -59,11 +93,14 @@ class InitResult:
     written: list[Path] = field(default_factory=list)
     badge: str = ""
     notes: list[str] = field(default_factory=list)
+    source: CiSource | None = None
 
     def report(self) -> str:
         pyproject, *workflows = (os.path.relpath(p, self.root) for p in self.written)
         lines = [f"Declared model {self.name!r} ({self.model}): [tool.mnist-arch] {self.pyproject} {pyproject}."]
         lines += [f"Wrote {p}" for p in workflows]
+        if self.source:
+            lines.append(f"The workflow installs mnist-arch with {self.source.describe()}.")
         lines += ["", "Badge for your README:", self.badge, ""]
         lines += [f"Note: {note}" for note in self.notes]
         lines += ["Next: run `mnist-arch check` and `pytest` here, then commit pyproject.toml and .github/ and push."]
@@ -79,12 +116,18 @@ def init_project(
     max_params: int | None = None,
     require: list[str] | tuple[str, ...] = (),
     require_any: list[list[str]] | tuple[tuple[str, ...], ...] = (),
-    min_accuracy: float | None = None,
+    min_accuracy: float | str | None = None,
     epochs: int | None = None,
+    action: str | None = None,
+    requirement: str | None = None,
+    data_dir: str | Path | None = None,
     force: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> InitResult:
     """Declare `model` in `root`/pyproject.toml and write the workflows; nothing is written when any target
-    exists (a [tool.mnist-arch] table, a workflow file) unless `force`."""
+    exists (a [tool.mnist-arch] table, a workflow file) unless `force`. `min_accuracy="auto"` trains the model
+    on SEEDS first (MNIST from `data_dir`, else $MNIST_ARCH_DATA, else the cache) and declares the threshold
+    rule's answer; `progress` gets a line per epoch and per run."""
     root = Path(root).resolve()
     model = _checked_model(model, root)
     name = name or _default_name(model)
@@ -97,30 +140,32 @@ def init_project(
     spec = {k: v for k, v in spec.items() if v is not None}
     parse_spec_fields(spec, "the command line")  # one home for validation: the same rules as the table's
     train: dict[str, Any] = {}
+    auto = min_accuracy == "auto"
+    if isinstance(min_accuracy, str) and not auto:
+        raise MnistArchError(f"--min-accuracy {min_accuracy!r} is neither a fraction (e.g. 0.98) nor auto.")
     if min_accuracy is not None:
-        train = {"min_accuracy": min_accuracy, "epochs": epochs or 1}
+        train = {"min_accuracy": 1.0 if auto else min_accuracy, "epochs": epochs or 1}
         parse_recipe_fields(train, "the command line", TRAIN_DEFAULTS)
     elif epochs is not None:
-        raise MnistArchError("--epochs needs --min-accuracy, the test accuracy the training "
-                             "item must reach (a fraction, e.g. 0.98).")
+        raise MnistArchError("--epochs needs --min-accuracy, the test accuracy the training item must reach (a "
+                             "fraction, e.g. 0.98, or auto: five seeds' runs and the threshold rule).")
     declared = {"model": model, **spec}
-    table_text = _table_text(name, declared, train)
 
     # Every target is checked before anything is written.
     pyproject = root / "pyproject.toml"
     conflicts: list[str] = []
     table_conflict = False
-    old_text, action = "", "written to a new"
+    old_text, verb = "", "written to a new"
     if pyproject.exists():
         old_text, old_data = _read_pyproject(pyproject)
-        action = "added to"
+        verb = "added to"
         if _lookup(old_data, TABLE) is not None:
             if not force:
                 conflicts.append(f"{pyproject} already has a [tool.mnist-arch] table")
                 table_conflict = True
             else:
                 old_text = _without_table(old_text, old_data, pyproject)
-                action = "replaced in"
+                verb = "replaced in"
     top = _git_top(root)
     workflows_dir = (top or root) / ".github" / "workflows"
     targets = [workflows_dir / w for w in WORKFLOWS]
@@ -131,13 +176,30 @@ def init_project(
         raise MnistArchError(f"{'; '.join(conflicts)}. Nothing was written. Run it again with --force to "
                              f"replace them{kept}.")
 
+    source = ci_source(action=action, requirement=requirement)
+    result = InitResult(root=root, name=name, model=model, pyproject=verb, source=source)
+    comment = None
+    if auto:  # the slow part, once everything else is known to be fine
+        accuracies = seed_accuracies(root, name, model, train["epochs"], data_dir, progress=progress)
+        train["min_accuracy"] = threshold = rule_threshold(accuracies)
+        reached = f"{min(accuracies):.2%} to {max(accuracies):.2%}"
+        if threshold <= 0:
+            raise MnistArchError(f"--min-accuracy auto: seeds {SEEDS[0]}-{SEEDS[-1]} of {model} reached {reached} "
+                                 f"after {train['epochs']} epoch(s), which leaves no threshold above 0 (the worst "
+                                 "minus the spread). Train longer (--epochs N) or give the threshold yourself. "
+                                 "Nothing was written.")
+        comment = (f"# seeds {SEEDS[0]}-{SEEDS[-1]} reached {reached}; the threshold rule (the worst minus the spread, "
+                   "at least 0.1 point) gives min_accuracy")
+        result.notes.append(f"min_accuracy = {threshold} comes from {len(accuracies)} seeds' test accuracies "
+                            f"({', '.join(f'{a:.2%}' for a in accuracies)}) by the threshold rule; `mnist-arch train "
+                            f"{name} --seed 0-4 --format markdown` runs them again.")
+    table_text = _table_text(name, declared, train, comment)
     new_text = _appended(old_text, table_text)
     _verify(new_text, name, declared, train, pyproject)
     project_dir = PurePosixPath(*root.relative_to(top).parts) if top else PurePosixPath(".")
-    requirement, note = _mnist_arch_requirement()
-    rendered = {w: render_workflow(w, project_dir, requirement) for w in WORKFLOWS}
+    rendered = {w: render_workflow(w, project_dir, source) for w in WORKFLOWS}
+    result.notes += existing_model_tests(workflows_dir, top or root)
 
-    result = InitResult(root=root, name=name, model=model, pyproject=action)
     with open(pyproject, "w", encoding="utf-8", newline="") as f:  # newline="": the file's own line ends
         f.write(new_text)
     result.written.append(pyproject)
@@ -145,8 +207,6 @@ def init_project(
     for target in targets:
         target.write_text(rendered[target.name], encoding="utf-8")
         result.written.append(target)
-    if note:
-        result.notes.append(note)
     result.badge, badge_note = _badge(top)
     if badge_note:
         result.notes.append(badge_note)
@@ -195,7 +255,7 @@ def _toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def _table_text(name: str, declared: dict[str, Any], train: dict[str, Any]) -> str:
+def _table_text(name: str, declared: dict[str, Any], train: dict[str, Any], comment: str | None = None) -> str:
     lines = [
         "[tool.mnist-arch]",
         "# Models judged by `mnist-arch check`, `diff`, `bench` and by pytest (one item per declared fact).",
@@ -205,7 +265,7 @@ def _table_text(name: str, declared: dict[str, Any], train: dict[str, Any]) -> s
         *(f"{key} = {_toml_value(value)}" for key, value in declared.items()),
     ]
     if train:
-        lines += ["", f"[tool.mnist-arch.models.{name}.train]",
+        lines += ["", f"[tool.mnist-arch.models.{name}.train]", *([comment] if comment else []),
                   *(f"{key} = {_toml_value(value)}" for key, value in train.items())]
     return "\n".join(lines) + "\n"
 
@@ -308,40 +368,154 @@ def _git_top(root: Path) -> Path | None:
         return None
 
 
-def _mnist_arch_requirement() -> tuple[str, str | None]:
-    """What the workflow pip-installs as mnist-arch, and a note when that may not be what runs here."""
+def ci_source(action: str | None = None, requirement: str | None = None) -> CiSource:
+    """Where the generated workflow gets mnist-arch: `action` (OWNER/REPO@REF, pinned to REF's commit), or
+    `requirement` (for pip), or else where this installation came from when that is known to work in CI."""
+    if action and requirement:
+        raise MnistArchError("Give --action or --requirement, not both: the workflow installs mnist-arch one way.")
+    if action:
+        return _pinned_action(action)
+    if requirement:
+        if not _REQUIREMENT.fullmatch(requirement.strip()):
+            from mnist_arch import __version__
+
+            raise MnistArchError(f"--requirement {requirement!r} is not a pip requirement init can write into the "
+                                 "workflow: use letters, digits, spaces and @+:/._=<>!~,[]- only, e.g. "
+                                 f"mnist-arch=={__version__} or "
+                                 f"\"mnist-arch @ git+https://github.com/OWNER/mnist-arch@v{__version__}\".")
+        return CiSource(requirement=requirement.strip())
+    return _installed_source()
+
+
+def _pinned_action(action: str) -> CiSource:
+    """OWNER/REPO@REF with REF a commit, or a tag or branch that `git ls-remote` finds on GitHub (its commit)."""
+    match = _ACTION.fullmatch(action.strip())
+    if not match:
+        raise MnistArchError(f"--action {action!r} is not OWNER/REPO@REF: give the GitHub repository of mnist-arch "
+                             "and a tag, branch or commit, e.g. --action OWNER/mnist-arch@v0.1.0.")
+    repo, ref = match["repo"], match["ref"]
+    if _COMMIT.fullmatch(ref):
+        return CiSource(action=f"{repo}@{ref}")
+    url = f"https://github.com/{repo}"
+    refs = [f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}", f"refs/heads/{ref}"]
     try:
-        dist = metadata.distribution("mnist-arch")
-    except metadata.PackageNotFoundError:
-        from mnist_arch import __version__
-
-        return f"mnist-arch=={__version__}", None
-    direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    vcs = direct.get("vcs_info")
-    if vcs and vcs.get("commit_id"):
-        requirement = f"mnist-arch @ {vcs.get('vcs', 'git')}+{direct['url']}@{vcs['commit_id']}"
-        if _REQUIREMENT.fullmatch(requirement):
-            return requirement, None
-    requirement = f"mnist-arch=={dist.version}"
-    if direct.get("url", "").startswith("file:"):
-        return requirement, (f"mnist-arch is installed here from a local folder ({direct['url']}); the workflow "
-                             f"installs {requirement} from PyPI. Edit MNIST_ARCH_REQUIREMENT in "
-                             ".github/workflows/model_tests.yml if CI should install it from elsewhere.")
-    return requirement, None
+        proc = subprocess.run(["git", "ls-remote", url, *refs], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = subprocess.CompletedProcess([], 1, "", str(exc))
+    found = dict(reversed(line.split("\t", 1)) for line in proc.stdout.splitlines() if "\t" in line)
+    commit = next((found[r] for r in (refs[1], refs[0], refs[2]) if r in found), None)
+    if proc.returncode != 0 or commit is None or not _COMMIT.fullmatch(commit):
+        why = " ".join(proc.stderr.split()) or f"it has no tag or branch named {ref}"
+        raise MnistArchError(f"--action {action}: git ls-remote {url} did not give the commit of {ref!r} ({why}). "
+                             f"Give a tag or branch that exists there, or its 40-character commit: --action "
+                             f"{repo}@COMMIT. Nothing was written.")
+    return CiSource(action=f"{repo}@{commit}", ref=ref)
 
 
-def render_workflow(workflow: str, project_dir: str | PurePosixPath = ".", requirement: str | None = None) -> str:
-    """The text of template `workflow` (one of WORKFLOWS) for a project in `project_dir` (relative to the top of
-    the repository) whose CI installs mnist-arch as `requirement` (default: this version, from PyPI)."""
+def _installed_source() -> CiSource:
+    """This installation's source when CI can use it: the action at the GitHub commit a git URL installed, that
+    URL and commit for pip (elsewhere), or this version from an index; else an error that asks for one."""
     from mnist_arch import __version__
 
+    try:
+        dist = metadata.distribution("mnist-arch")
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except metadata.PackageNotFoundError:
+        dist, direct = None, {"url": "this source tree, not installed"}
+    vcs = direct.get("vcs_info") or {}
+    github = _GITHUB.fullmatch(direct.get("url", ""))
+    if vcs.get("commit_id") and github:
+        return CiSource(action=f"{github['repo']}@{vcs['commit_id']}")
+    if vcs.get("commit_id"):
+        requirement = f"mnist-arch @ {vcs.get('vcs', 'git')}+{direct['url']}@{vcs['commit_id']}"
+        if _REQUIREMENT.fullmatch(requirement):
+            return CiSource(requirement=requirement)
+    if dist is not None and not direct:  # from a package index, which has this version
+        return CiSource(requirement=f"mnist-arch=={dist.version}")
+    raise MnistArchError(
+        f"mnist-arch is installed here from {direct.get('url', 'an unknown place')}, so init cannot tell where your "
+        "CI should get it. Give --action OWNER/mnist-arch@TAG (mnist-arch's GitHub Action: it installs mnist-arch "
+        "from its own repository, pinned to that tag's commit) or --requirement SPEC (what pip installs in CI, e.g. "
+        f"\"mnist-arch @ git+https://github.com/OWNER/mnist-arch@v{__version__}\", or mnist-arch=={__version__} "
+        "once it is on PyPI). Nothing was written.")
+
+
+def _template(*parts: str) -> str:
+    return resources.files("mnist_arch").joinpath("templates", *parts).read_text(encoding="utf-8")
+
+
+def render_workflow(workflow: str, project_dir: str | PurePosixPath = ".", source: CiSource | None = None) -> str:
+    """The text of template `workflow` (one of WORKFLOWS) for a project in `project_dir` (relative to the top of
+    the repository) whose CI installs mnist-arch from `source` (default: this version with pip)."""
+    from mnist_arch import __version__
+
+    source = source or CiSource(requirement=f"mnist-arch=={__version__}")
+    install = _template("steps", "install_action.yml" if source.action else "install_pip.yml")
+    install = install.replace("__ACTION__", f"{source.action}" + (f"  # {source.ref}" if source.ref else ""))
+    install = install.replace("__MNIST_ARCH_REQUIREMENT__", source.requirement or "")
     project_dir = PurePosixPath(project_dir)
-    text = resources.files("mnist_arch").joinpath("templates", workflow).read_text(encoding="utf-8")
+    text = _template(workflow).replace("      __INSTALL_STEPS__\n", install)
     for token, value in {"__PROJECT_DIR__": str(project_dir),
-                         "__PYPROJECT__": str(project_dir / "pyproject.toml"),
-                         "__MNIST_ARCH_REQUIREMENT__": requirement or f"mnist-arch=={__version__}"}.items():
+                         "__PYPROJECT__": str(project_dir / "pyproject.toml")}.items():
         text = text.replace(token, value)
     return text
+
+
+def existing_model_tests(workflows_dir: Path, top: Path) -> list[str]:
+    """A note for each workflow already in `workflows_dir` (besides ours) that runs pytest or uses an artifact
+    action GitHub has retired: what to do with it. init never changes or deletes them."""
+    notes = []
+    for path in sorted({*workflows_dir.glob("*.yml"), *workflows_dir.glob("*.yaml")}):
+        if path.name in WORKFLOWS:
+            continue
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        where = os.path.relpath(path, top)
+        runs = next((n for n, line in enumerate(lines, 1)
+                     if "pip install" not in line and _RUNS_PYTEST.search(line.split(" #")[0].strip())), None)
+        if runs:
+            notes.append(f"{where} already runs pytest (line {runs}), and model_tests.yml runs it too, with your "
+                         "declared models: delete that workflow (or its test job) if it only ran these tests, so that "
+                         "each push runs them once; keep it if it tests other things. init left it as it was.")
+        retired = next(((n, m[0]) for n, line in enumerate(lines, 1) if (m := _RETIRED_ARTIFACT.search(line))), None)
+        if retired:
+            notes.append(f"{where} uses {retired[1]} (line {retired[0]}), which GitHub has retired: jobs that use it "
+                         "fail. Move it to the major model_tests.yml uses (v7 to upload, v8 to download), or delete "
+                         "the workflow if model_tests.yml replaces it.")
+    return notes
+
+
+def seed_accuracies(root: Path, name: str, model: str, epochs: int, data_dir: str | Path | None = None,
+                    seeds: tuple[int, ...] = SEEDS, progress: Callable[[str], None] | None = None) -> list[float]:
+    """The test accuracies of `model` (PATH.py:ATTR or package.module:ATTR in `root`) trained for `epochs` of the
+    table's default recipe, once per seed, each run in its own worker: what `mnist-arch train NAME --seed 0-4`
+    measures once the model is declared."""
+    from mnist_arch.isolate import Worker, expect_training
+    from mnist_arch.project import Project, adhoc, judge, train_declared, training_recipe, worker_options
+
+    expect_training()  # before the fork server starts: every worker here trains
+    project = Project(path=root / "pyproject.toml", root=root, declared=())
+    declared = dataclasses.replace(adhoc(model, root), name=name)
+    final = judge(project, declared).final_activation  # the default loss follows the output
+    recipe = parse_recipe_fields({"min_accuracy": 1.0, "epochs": epochs}, "the command line", TRAIN_DEFAULTS)
+    declared = dataclasses.replace(declared, spec=declared.spec.replace(recipes={"quick": recipe}))
+    recipe = training_recipe(declared, "quick", final)
+    accuracies = []
+    for seed in seeds:
+        with Worker(name, project.train_timeout, on_note=progress, **worker_options(project, declared)) as worker:
+            result = worker.call(train_declared, declared, "quick", recipe, seed, None, "auto", None,
+                                 None if data_dir is None else str(data_dir), None, None, None)
+        if result.collapsed:
+            share, label = result.collapsed["share"], result.collapsed["class"]
+            raise MnistArchError(f"--min-accuracy auto: seed {seed} of {model} collapsed ({share:.1%} of the test "
+                                 f"predictions are class {label}); a threshold from such runs would pass a broken "
+                                 "model. Fix the model or its training, or give the threshold yourself. Nothing was "
+                                 "written.")
+        accuracies.append(result.test_accuracy)
+        if progress:
+            progress(f"{name} seed {seed}: test accuracy {result.test_accuracy:.2%} after {result.epochs} epoch(s) "
+                     f"in {result.seconds:.1f}s")
+    return accuracies
 
 
 def _badge(top: Path | None) -> tuple[str, str | None]:

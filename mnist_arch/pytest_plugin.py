@@ -96,6 +96,16 @@ def pytest_collect_file(file_path: Path, parent):
     return ComplianceFile.from_parent(parent, path=file_path)
 
 
+def pytest_collection_finish(session):
+    """The table's items that collection kept (after -k and -m) were collected, whether they then run or not
+    (`--collect-only` lists them and runs none). An xdist controller collects nothing: there the reports below
+    say it."""
+    state = _STATE.get("current")
+    if state is not None and state["file"] is not None and any(
+            item.nodeid.split("::")[0].endswith("pyproject.toml") for item in session.items):
+        state["collected"] = True
+
+
 def pytest_runtest_logreport(report):
     """Seen for every item, also on an xdist controller for its workers' items: which of the table's items
     ran, and the training items' accuracy for the terminal summary."""

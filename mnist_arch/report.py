@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mnist_arch import __version__
+
 
 @dataclass
 class Check:
@@ -56,7 +58,7 @@ def count_text(n: int | None) -> str:
 
 
 def to_json(reports: list[Report]) -> str:
-    return json.dumps({"models": [r.to_dict() for r in reports]}, indent=2)
+    return json.dumps({"models": [r.to_dict() for r in reports], "mnist_arch_version": __version__}, indent=2)
 
 
 def to_table(reports: list[Report]) -> str:
@@ -89,6 +91,7 @@ def to_markdown(reports: list[Report]) -> str:
         lines.append(f"| `{r.name}` | {'✅ pass' if r.passed else '❌ fail'} | {count_text(r.params)} | "
                      f"{count_text(r.trainable_params)} | {count_text(r.mult_adds)} | "
                      f"{', '.join(failed) or '-'} |")
+    lines += ["", f"<sub>Judged by mnist-arch {__version__}.</sub>"]
     for r in reports:
         lines += ["", f"<details><summary><code>{r.name}</code>: {len(r.checks)} checks</summary>", "",
                   "| check | verdict | message |", "| --- | --- | --- |"]

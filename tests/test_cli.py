@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import mnist_arch
 from mnist_arch.cli import main
 
 JSON_MODEL_KEYS = ["name", "params", "trainable_params", "mult_adds", "passed", "checks"]
@@ -22,7 +23,7 @@ def run(capsys, *argv):
 def test_check_all_json(capsys):
     code, out, _ = run(capsys, "check", "--format", "json")
     data = json.loads(out)
-    assert list(data) == ["models"]
+    assert list(data) == ["models", "mnist_arch_version"] and data["mnist_arch_version"] == mnist_arch.__version__
     counts = {m["name"]: m["params"] for m in data["models"]}
     assert counts == {"bn_dropout_cnn": 19_576, "micro_cnn": 9_594, "parallel_cnn": 28_581_966,
                       "slim_cnn": 9_956, "wide_cnn": 11_705_450}

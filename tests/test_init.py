@@ -3,9 +3,13 @@ assignment: a model under 20,000 parameters with BatchNorm, Dropout and global a
 student's own test_model.py.
 
 The command runs in a subprocess (the installed console script beside this interpreter). What it writes is
-linted with actionlint and zizmor, and the generated workflow's steps are run here, install aside: `pytest`,
-the job summary and report writer, the benchmarks and their comparison, and the comment poster on the report
-the pull request's run would upload (with a stand-in for `gh`).
+linted with actionlint and zizmor (ours and zizmor's default settings), and the generated workflow's steps are
+run here, install aside: `pytest`, the job summary and report writer, the benchmarks and their comparison, and
+the comment poster on the report the pull request's run would upload (with a stand-in for `gh`). The install
+steps run in fresh environments in tests/test_action.py (the action's) and tests/test_dist.py (the pip line's).
+Where CI gets mnist-arch (--action, resolved with git ls-remote against a local repository standing in for
+GitHub, or --requirement), the notes on workflows already there, and `--min-accuracy auto` (the README's
+example, on the example model and real MNIST) are tested at the end.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +27,9 @@ import pytest
 
 from mnist_arch.diff import badge_markdown
 from mnist_arch.init import COMMENT_MARKER, WORKFLOWS
+from mnist_arch.runs import rule_threshold
+from tests.test_workflows import OUR_ACTION, describe, output, run_poster, run_step, uses_lines, workflow, zizmor
 from tests.test_workflows import actionlint as run_actionlint
-from tests.test_workflows import describe, output, run_poster, run_step, workflow, zizmor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,8 +82,10 @@ def test_output_shape():
     assert Net()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 '''
 
+#: Where the generated workflow gets mnist-arch: this environment is an editable install, which CI cannot use.
+SOURCE = ["--action", OUR_ACTION.action]
 INIT_ARGS = ["--model", "model.py:Net", "--params-below", "20000", "--require", "batchnorm", "--require", "dropout",
-             "--require-any", "gap,fc", "--min-accuracy", "0.95"]
+             "--require-any", "gap,fc", "--min-accuracy", "0.95", *SOURCE]
 
 
 def git(repo: Path, *args: str) -> str:
@@ -106,11 +115,12 @@ def assignment(path: Path, remote: str | None = REMOTE, pyproject: bytes | None 
     return path
 
 
-def init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def init(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+         ) -> subprocess.CompletedProcess[str]:
     if not MNIST_ARCH.is_file():
         pytest.skip(f"the mnist-arch console script is not installed beside {sys.executable}")
-    return subprocess.run([str(MNIST_ARCH), "init", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run([str(MNIST_ARCH), "init", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
 
 
 def table(pyproject: Path) -> dict:
@@ -150,7 +160,7 @@ def test_init_appends_to_a_pyproject_byte_for_byte(tmp_path):
 
 def test_init_in_a_repository_without_pyproject(tmp_path):
     repo = assignment(tmp_path / "repo", remote=None)
-    proc = init(repo, "--model", "model.py:Net", "--name", "tiny-net", "--max-params", "20000")
+    proc = init(repo, "--model", "model.py:Net", "--name", "tiny-net", "--max-params", "20000", *SOURCE)
     assert proc.returncode == 0, output(proc)
     data = tomllib.loads((repo / "pyproject.toml").read_text())
     assert data == {"tool": {"mnist-arch": {"models": {"tiny-net": {"model": "model.py:Net", "max_params": 20000}}}}}
@@ -164,38 +174,52 @@ def test_init_outside_git_writes_beside_pyproject(tmp_path):
     folder = tmp_path / "not-a-repo"
     folder.mkdir()
     (folder / "net.py").write_text(MODEL)
-    proc = init(folder, "--model", "net.py:Net")
+    proc = init(folder, "--model", "net.py:Net", *SOURCE)
     assert proc.returncode == 0, output(proc)
     assert (folder / ".github" / "workflows" / "model_tests.yml").is_file()
     assert "not in a git repository yet" in proc.stdout
 
 
-def test_init_in_a_subfolder_of_the_repository(tmp_path):
+@pytest.mark.parametrize("source", [SOURCE, ["--requirement", "mnist-arch==0.1.0"]], ids=["action", "pip"])
+def test_init_in_a_subfolder_of_the_repository(tmp_path, source):
     top = tmp_path / "course"
     assignment(top / "assignment-5", top=top)
-    proc = init(top / "assignment-5", "--model", "model.py:Net", "--params-below", "20000")
+    proc = init(top / "assignment-5", "--model", "model.py:Net", "--params-below", "20000", *source)
     assert proc.returncode == 0, output(proc)
     # Workflows live at the top of the repository; their steps run in the project's folder.
     assert not (top / "assignment-5" / ".github").exists()
     tests = workflow(top / ".github" / "workflows" / "model_tests.yml")
     (job,) = tests["jobs"].values()
     assert job["defaults"]["run"]["working-directory"] == "assignment-5"
-    setup = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
-    assert setup["with"]["cache-dependency-path"] == "assignment-5/pyproject.toml"
+    install = next(s for s in job["steps"] if s.get("id") == "install")
+    if source == SOURCE:  # the action installs in the project's folder and caches pip by its pyproject.toml
+        assert install["uses"] == OUR_ACTION.action and install["with"]["working-directory"] == "assignment-5"
+    else:
+        setup = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
+        assert setup["with"]["cache-dependency-path"] == "assignment-5/pyproject.toml"
+        assert install["env"]["MNIST_ARCH_REQUIREMENT"] == "mnist-arch==0.1.0"
     assert (top / "assignment-5" / "pyproject.toml").is_file()
 
 
-def test_what_init_writes_passes_both_linters(tmp_path):
+@pytest.mark.parametrize("source", [SOURCE, ["--requirement", "mnist-arch @ git+https://github.com/o/r@v1"]],
+                         ids=["action", "pip"])
+def test_what_init_writes_passes_both_linters(tmp_path, source):
     repo = assignment(tmp_path / "repo")
-    proc = init(repo, *INIT_ARGS)
+    proc = init(repo, *INIT_ARGS[:-2], *source)
     assert proc.returncode == 0, output(proc)
     files = [repo / ".github" / "workflows" / name for name in WORKFLOWS]
     lint = run_actionlint(*files, cwd=repo)
     assert lint.returncode == 0, output(lint)
     findings = zizmor(*files, cwd=repo)
     assert findings == [], describe(findings)
-    requirement = workflow(files[0])["env"]["MNIST_ARCH_REQUIREMENT"]
-    assert requirement.startswith("mnist-arch"), requirement
+    # zizmor's own defaults too: every action pinned by commit (no `unpinned-uses`), at every severity.
+    findings = zizmor(*files, cwd=repo, config=None, min_severity=None)
+    assert findings == [], describe(findings)
+    install = next(s for s in workflow(files[0])["jobs"]["model-tests"]["steps"] if s.get("id") == "install")
+    if source == SOURCE:
+        assert install["uses"] == OUR_ACTION.action and install["with"]["command"] == "install"
+    else:
+        assert install["env"]["MNIST_ARCH_REQUIREMENT"] == source[1]
 
 
 # --------------------------------------------------------------------------- refusing, and --force
@@ -270,6 +294,11 @@ def test_force_refuses_a_table_it_cannot_cut_out(tmp_path):
     (["--model", "model.py:Net", "--require-any", "gap,mlp"], "'require_any'"),
     (["--model", "model.py:Net", "--min-accuracy", "98"], "'min_accuracy' must be a fraction"),
     (["--model", "model.py:Net", "--epochs", "2"], "--epochs needs --min-accuracy"),
+    (["--model", "model.py:Net", "--min-accuracy", "best"], "expected a fraction such as 0.98, or auto"),
+    (["--model", "model.py:Net", "--action", "mnist-arch"], "--action 'mnist-arch' is not OWNER/REPO@REF"),
+    (["--model", "model.py:Net", "--requirement", 'x"; rm -rf ~'], "is not a pip requirement init can write"),
+    (["--model", "model.py:Net", *SOURCE, "--requirement", "mnist-arch"], "not allowed with argument --action"),
+    (["--model", "model.py:Net"], "so init cannot tell where your CI should get it"),
 ])
 def test_bad_arguments_are_named(tmp_path, args, named):
     repo = assignment(tmp_path / "repo")
@@ -358,3 +387,118 @@ def test_generated_workflow_steps_run_locally(tmp_path):
     body = json.loads(log.splitlines()[-1])["body"]
     assert body.startswith(COMMENT_MARKER + "\n" + report)
     assert comparison in body
+
+
+
+# --------------------------------------------------------------------------- where CI gets mnist-arch, what is there
+
+
+def test_init_pins_the_action_tag_to_its_commit(tmp_path):
+    # A local repository stands in for https://github.com/example/mnist-arch (git's url.<base>.insteadOf).
+    upstream = tmp_path / "github" / "example" / "mnist-arch"
+    upstream.mkdir(parents=True)
+    git(upstream, "init", "-q", "-b", "main")
+    git(upstream, "commit", "-q", "--allow-empty", "-m", "release")
+    git(upstream, "tag", "-a", "v0.1.0", "-m", "v0.1.0")  # annotated: its own object, peeled to the commit
+    commit = git(upstream, "rev-parse", "v0.1.0^{commit}").strip()
+    env = {**os.environ, "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_VALUE_0": "https://github.com/",
+           "GIT_CONFIG_KEY_0": f"url.{(tmp_path / 'github').as_uri()}/.insteadOf"}
+    repo = assignment(tmp_path / "repo")
+    before = snapshot(repo)
+    missing = init(repo, "--model", "model.py:Net", "--action", "example/mnist-arch@v9.9.9", env=env)
+    assert missing.returncode == 2, output(missing)
+    assert "git ls-remote https://github.com/example/mnist-arch did not give the commit of 'v9.9.9'" in missing.stderr
+    assert "Nothing was written" in missing.stderr and snapshot(repo) == before
+    proc = init(repo, "--model", "model.py:Net", "--action", "example/mnist-arch@v0.1.0", env=env)
+    assert proc.returncode == 0, output(proc)
+    assert f"example/mnist-arch@{commit} (v0.1.0)" in proc.stdout
+    pins = uses_lines(repo / ".github" / "workflows" / "model_tests.yml")
+    assert ("example/mnist-arch", commit, "v0.1.0") in pins, pins
+
+
+def test_init_names_workflows_that_already_run_tests(tmp_path):
+    repo = assignment(tmp_path / "repo")
+    workflows = repo / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    old = ("name: ci\non: push\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n"
+           "      - uses: actions/checkout@v3\n      - run: pip install pytest torch\n"
+           "      - run: python -m pytest -q  # the course's tests\n"
+           "      - uses: actions/upload-artifact@v3\n        with:\n          path: out/\n")
+    (workflows / "ci.yml").write_text(old)
+    (workflows / "lint.yaml").write_text("on: push\njobs:\n  l:\n    runs-on: ubuntu-latest\n    steps:\n"
+                                         "      - run: pip install ruff pytest-cov\n      - run: ruff check .\n")
+    proc = init(repo, *INIT_ARGS)
+    assert proc.returncode == 0, output(proc)
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("Note: .github/workflows/")]
+    assert notes == [
+        "Note: .github/workflows/ci.yml already runs pytest (line 9), and model_tests.yml runs it too, with your "
+        "declared models: delete that workflow (or its test job) if it only ran these tests, so that each push runs "
+        "them once; keep it if it tests other things. init left it as it was.",
+        "Note: .github/workflows/ci.yml uses actions/upload-artifact@v3 (line 10), which GitHub has retired: jobs "
+        "that use it fail. Move it to the major model_tests.yml uses (v7 to upload, v8 to download), or delete the "
+        "workflow if model_tests.yml replaces it."], proc.stdout
+    assert (workflows / "ci.yml").read_text() == old, "init never changes them"
+
+
+def _readme_init_example() -> list[str]:
+    """The `mnist-arch init` command of the README's "Use it in your repository", its lines joined."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Use it in your repository"):readme.index("### Hostile models")]
+    match = re.search(r"^mnist-arch init (?:.*\\\n)*.*$", section, re.MULTILINE)
+    assert match, "the README's section shows `mnist-arch init`"
+    command = re.sub(r"\\\n\s*", " ", match[0]).split("#")[0]
+    return shlex.split(command)[2:]
+
+
+LINEAR = """\
+import torch.nn as nn
+
+
+class Net(nn.Sequential):
+    def __init__(self):
+        super().__init__(nn.Flatten(), nn.Linear(784, 10))
+"""
+
+
+@pytest.mark.training
+def test_min_accuracy_auto_trains_five_seeds_and_declares_the_rules_threshold(tmp_path):
+    """`--min-accuracy auto` on a model that trains in about a second a seed (logistic regression): five seeds'
+    accuracies, printed, and the rule's threshold on them written to the table."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "model.py").write_text(LINEAR)
+    git(repo, "init", "-q", "-b", "main")
+    env = {**os.environ, "MNIST_ARCH_DATA": str(_data_root())}
+    proc = init(repo, "--model", "model.py:Net", "--min-accuracy", "auto", *SOURCE, env=env, timeout=600)
+    assert proc.returncode == 0, output(proc)
+    accuracies = [float(a) / 100 for a in re.findall(r"^net seed \d: test accuracy ([\d.]+)%", proc.stdout, re.M)]
+    assert len(accuracies) == 5 and len(set(accuracies)) > 1, proc.stdout  # five seeds, not one run five times
+    train = table(repo / "pyproject.toml")["models"]["net"]["train"]
+    assert abs(train["min_accuracy"] - rule_threshold(accuracies)) < 0.0011, (train, accuracies)
+    assert 0.85 < train["min_accuracy"] < min(accuracies)
+
+
+@pytest.mark.slow  # six training runs of half a minute each on 2 cores; the auto path itself: the test above
+def test_readme_init_example_on_the_example_model(tmp_path):
+    """The README's init line, on examples/course-repo's model in a fresh repository with real MNIST: five seeds set
+    the threshold by the rule, and the training item that the table then declares passes."""
+    args = _readme_init_example()
+    assert args[args.index("--min-accuracy") + 1] == "auto"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO_ROOT / "examples" / "course-repo" / "model.py", repo / "model.py")
+    git(repo, "init", "-q", "-b", "main")
+    env = {**os.environ, "MNIST_ARCH_DATA": str(_data_root())}
+    proc = init(repo, *args, *SOURCE, env=env, timeout=1800)
+    assert proc.returncode == 0, output(proc)
+    accuracies = [float(a) / 100 for a in re.findall(r"^net seed \d: test accuracy ([\d.]+)%", proc.stdout, re.M)]
+    assert len(accuracies) == 5, proc.stdout
+    train = table(repo / "pyproject.toml")["models"]["net"]["train"]
+    # The printed accuracies are rounded to 0.01 point; the rule works in 0.1 points.
+    assert abs(train["min_accuracy"] - rule_threshold(accuracies)) < 0.0011, (train, accuracies)
+    assert train["min_accuracy"] < min(accuracies) and train["epochs"] == 1
+    assert "the threshold rule (the worst minus the spread" in (repo / "pyproject.toml").read_text()
+    item = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:benchmark", "-v",
+                           "-m", "training", "pyproject.toml"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=1800, check=False)
+    assert item.returncode == 0 and "pyproject.toml::net::train.min_accuracy PASSED" in item.stdout, output(item)

