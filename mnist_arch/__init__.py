@@ -1,6 +1,9 @@
 """mnist-arch: declared facts about MNIST CNNs, proven fast."""
 
+# Nothing here imports torch (the pytest plugin, loaded by every pytest run of anyone who installs us, imports
+# this package): the registry loads the reference models, and with them torch, when first asked for them.
 from mnist_arch.errors import MnistArchError
+from mnist_arch.registry import create_model, get_spec, list_models, register_model
 from mnist_arch.spec import Augment, Layer, Recipe, Spec
 
 __all__ = [
@@ -8,13 +11,3 @@ __all__ = [
     "create_model", "get_spec", "list_models", "register_model",
 ]
 __version__ = "0.1.0"  # the one place: packaging reads it (pyproject.toml), release.yml checks the tag
-
-
-def __getattr__(name: str):
-    # The registry imports torch; the pytest plugin (loaded by every pytest run of anyone who installs
-    # us) imports this package and must not pay for torch.
-    if name in ("create_model", "get_spec", "list_models", "register_model"):
-        from mnist_arch import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module 'mnist_arch' has no attribute {name!r}")

@@ -16,7 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import mnist_arch.checks  # noqa: E402, F401
+import mnist_arch.checks  # noqa: E402, F401  (and the trace, receptive field and report it imports)
 import mnist_arch.loader  # noqa: E402, F401
 import mnist_arch.models  # noqa: E402, F401  (registers the references)
 import mnist_arch.registry  # noqa: E402, F401

@@ -2,11 +2,12 @@
 
 One implementation measures: `prepare` turns (model, path, batch size, device) into a `Prepared`
 callable that runs one forward pass on a static input batch; pytest-benchmark times that callable
-(`benchmarks/test_throughput.py`) and so does `time_callable` in `run_benchmarks`. A model is a registered
-name or a built `Subject` (a name, a module, its input shape and spec), whatever declared it. `mnist-arch
-bench` measures the declared models of a project (`bench_project`): the peak once, in this process, then
-each model built and measured by `run_benchmarks` in its own isolated worker (`bench_declared`, see
-mnist_arch.isolate), so a user's model that exits, prints or hangs cannot reach the report.
+(`benchmarks/test_throughput.py`, and the plugin's `forward[B]` items through `mnist_arch.jobs`) and so does
+`time_callable` in `run_benchmarks`. A model is a registered name or a built `Subject` (a name, a module,
+its input shape and spec), whatever declared it. This module measures and renders; `mnist-arch bench` over
+the declared models of a project is `mnist_arch.jobs.bench_project`: the peak once, in its own process
+(`set_up`), then each model built and measured by `run_benchmarks` in its own isolated worker, so a user's
+model that exits, prints or hangs cannot reach the report.
 
 Paths. `eager` is the model in eval mode, fp32, under `torch.inference_mode()`. A fast path is
 `eager` plus modifiers joined by "+" (e.g. `channels_last+bf16`), applied in this order:
@@ -29,7 +30,7 @@ fixed seed (trained weights give more meaningful agreement; random-init logits a
 so agreement there is a pessimistic figure).
 
 Work and the limit. Achieved FLOP/s = 2 x mult-adds per image x images/s, mult-adds counted by
-`mnist_arch.checks.count_mult_adds` (torchinfo's convention: layers with weights only). A training
+`mnist_arch.trace.count_mult_adds` (torchinfo's convention: layers with weights only). A training
 step counts 3x the forward work (the backward pass is about twice the forward). The practical peak is
 measured in the same run (`measure_peaks`): a square matmul (2048 on the CPU, 8192 on CUDA) in fp32
 and in bf16, and the bandwidth of a large tensor copy. Fraction of peak = achieved / the peak of the
@@ -69,10 +70,10 @@ import torch
 import torch.nn as nn
 
 from mnist_arch import data
-from mnist_arch.checks import example_input
 from mnist_arch.errors import MnistArchError
 from mnist_arch.isolate import phase
 from mnist_arch.spec import MNIST_MEAN_STD, Recipe
+from mnist_arch.trace import example_input
 from mnist_arch.train import (
     fit_recipe,
     make_optimizer,
@@ -417,7 +418,7 @@ def registered_work(name: str) -> tuple[int | None, int, int, int]:
 
 def work_per_image(model: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> tuple[int | None, int, int, int]:
     """(mult-adds, parameters, input elements, leaf-module activation elements) for one image."""
-    from mnist_arch.checks import count_mult_adds, example_input, layer_output_shapes
+    from mnist_arch.trace import count_mult_adds, layer_output_shapes
 
     model = model.eval()
     mult_adds = count_mult_adds(model, input_shape)
@@ -593,10 +594,33 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def result_of(rows: list[Row], errors: list[str], peaks: Peaks | None, dev: torch.device, min_time: float,
+              weights: dict[str, str], threads: int) -> BenchResult:
+    """The rows of a run classified (`classify`) and its errors, each failed row's among them."""
+    classify(rows, peaks)
+    errors = errors + [f"Model {r.model}: the {_row_label(r)} failed: {r.error}" for r in rows if r.error]
+    return BenchResult(_meta(dev, min_time, weights, threads), peaks, rows, errors)
+
+
 def _meta(dev: torch.device, min_time: float, weights: dict[str, str], threads: int) -> dict[str, Any]:
     return {"device": str(dev), "device_name": device_name(dev), "torch": torch.__version__, "weights": weights,
             "threads": threads, "min_time_s": min_time,
             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if dev.type == "cuda" else None}
+
+
+def set_up(device: str | torch.device, paths: Sequence[str] | None, min_time: float, say: Callable[[str], None],
+           measure_peak: bool = True) -> tuple[torch.device, list[str], Peaks | None]:
+    """What every benchmark run sets up first, in the process that measures the peak: the device, the paths
+    (the device's defaults unless given) and the machine's practical peak (None unless `measure_peak`)."""
+    dev = resolve_device(device)
+    paths = [parse_path(p) for p in (paths or default_paths(dev))]
+    peaks = None
+    if measure_peak:
+        say(f"peak: matmul {'fp32/bf16' if native_bf16(dev) else 'fp32'} and copy bandwidth on {dev}")
+        peaks = measure_peaks(dev, min_time=min_time)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()  # workers that measure models need the memory the peak's tensors held
+    return dev, paths, peaks
 
 
 def run_benchmarks(models: Sequence[str | Subject], batch_sizes: Sequence[int] = BATCH_SIZES,
@@ -609,17 +633,13 @@ def run_benchmarks(models: Sequence[str | Subject], batch_sizes: Sequence[int] =
     run here are kept with the reason in `skipped`. `models` are registered names or built `Subject`s,
     measured by the same code whatever their source; `weights` maps a registered name to a checkpoint of
     trained weights (`mnist-arch train --save`). A user's model is measured behind the wall instead:
-    `bench_declared`."""
+    `mnist_arch.jobs.bench_project`."""
     weights = weights or {}
-    dev = resolve_device(device)
-    paths = [parse_path(p) for p in (paths or default_paths(dev))]
     # an unknown name or a wrong checkpoint fails now, not after the peak measurement
     subjects = [subject(m, 0, weights.get(m) if isinstance(m, str) else None) for m in models]
     say = progress or (lambda _msg: None)
-    meta = _meta(dev, min_time, weights, torch.get_num_threads())
-    if peaks is None and measure_peak:
-        say(f"peak: matmul fp32/bf16 and copy bandwidth on {dev}")
-        peaks = measure_peaks(dev, min_time=min_time)
+    dev, paths, measured = set_up(device, paths, min_time, say, measure_peak and peaks is None)
+    peaks = peaks or measured
     rows: list[Row] = []
     for s in subjects:
         phase("bench")
@@ -636,8 +656,7 @@ def run_benchmarks(models: Sequence[str | Subject], batch_sizes: Sequence[int] =
             phase("bench")
             blank = Row(model=s.name, kind="train", path="train", device=str(dev), dtype="-", batch_size=0)
             rows.append(_measured(blank, (min_time, peaks, work), prepare_train_step, s, device=dev))
-    classify(rows, peaks)
-    return BenchResult(meta, peaks, rows)
+    return result_of(rows, [], peaks, dev, min_time, weights, torch.get_num_threads())
 
 
 def _row_label(row: Row) -> str:
@@ -659,76 +678,6 @@ def _measured(blank: Row, how: tuple, prepare_row: Callable[..., Prepared], *arg
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
         return dataclasses.replace(blank, error=f"the model's code raised {type(exc).__name__}: {first}".rstrip(": "))
-
-
-def bench_declared(model: Any, batch_sizes: Sequence[int], paths: Sequence[str], device: str, min_time: float,
-                   peaks: Peaks | None, train: bool, data_dir: str | None, weights: str | None) -> list[Row]:
-    """In an isolated worker: build a declared model (`mnist_arch.project.Declared`) with seeded random
-    weights (the seed `prepare` gives a registered one), or a checkpoint's, and measure it."""
-    from mnist_arch.isolate import note
-    from mnist_arch.loader import load_model
-
-    torch.manual_seed(0)
-    built = load_model(model.target)
-    if any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in built.modules()):
-        phase("forward")  # lazy layers get their weights on the first call: give them those first
-        with torch.no_grad():
-            built.eval()(example_input(1, model.spec.input_shape))
-    if weights is not None:
-        load_weights(built, model.name, weights)
-    s = Subject(model.name, built, tuple(model.spec.input_shape), model.spec)
-    return run_benchmarks([s], batch_sizes, paths, device, min_time, train, data_dir, progress=note,
-                          measure_peak=False, peaks=peaks).rows
-
-
-def bench_project(project: Any, models: Sequence[Any], batch_sizes: Sequence[int] | None = None,
-                  paths: Sequence[str] | None = None, device: str | torch.device = "auto", min_time: float = 0.5,
-                  train: bool = False, data_dir: str | Path | None = None, weights: dict[str, str] | None = None,
-                  timeout: float | None = None, threads: int | None = None,
-                  progress: Callable[[str], None] | None = None, measure_peak: bool = True) -> BenchResult:
-    """The declared models of a project (`mnist_arch.project`), each measured by `bench_declared` in its
-    own isolated worker, one after the other (so no two share the cores), against a peak measured once,
-    here. `batch_sizes` default to the project's `bench_batch_sizes` (our registry: `BATCH_SIZES`);
-    `timeout` (default: the project's) applies to each row; workers run `threads` torch threads (default:
-    this process's). A model that cannot be measured leaves its reason in `errors`; the others still run."""
-    from mnist_arch.isolate import Worker, expect_training
-    from mnist_arch.project import worker_options
-
-    weights = weights or {}
-    dev = resolve_device(device)
-    paths = [parse_path(p) for p in (paths or default_paths(dev))]
-    if train or any("compile" in p.split("+") for p in paths):
-        expect_training()  # torch._dynamo in the fork server: set-up times the same with and without --train
-    if batch_sizes is None:
-        batch_sizes = project.bench_batch_sizes if project.path is not None else BATCH_SIZES
-    threads = threads or torch.get_num_threads()
-    names = [m.name for m in models]
-    for name, checkpoint in weights.items():
-        if name not in names:
-            raise MnistArchError(f"Checkpoint {checkpoint} holds weights of {name!r}, which is not among the models "
-                                 f"benchmarked ({', '.join(names) or 'none'}); name it: mnist-arch bench {name}.")
-    say = progress or (lambda _msg: None)
-    peaks = None
-    if measure_peak:
-        say(f"peak: matmul fp32/bf16 and copy bandwidth on {dev}")
-        peaks = measure_peaks(dev, min_time=min_time)
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()  # the workers need the memory the peak's tensors held
-    rows: list[Row] = []
-    errors: list[str] = []
-    for model in models:
-        try:
-            if model.error:
-                raise MnistArchError(model.error)
-            with Worker(model.name, project.timeout if timeout is None else timeout, threads=threads,
-                        on_note=say, **worker_options(project, model)) as worker:
-                rows += worker.call(bench_declared, model, tuple(batch_sizes), paths, str(dev), min_time, peaks,
-                                    train, None if data_dir is None else str(data_dir), weights.get(model.name))
-        except MnistArchError as exc:
-            errors.append(str(exc))
-    errors += [f"Model {r.model}: the {_row_label(r)} failed: {r.error}" for r in rows if r.error]
-    classify(rows, peaks)
-    return BenchResult(_meta(dev, min_time, weights, threads), peaks, rows, errors)
 
 
 # ---------------------------------------------------------------------------------------------

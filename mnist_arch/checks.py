@@ -15,19 +15,26 @@ run with the mode popped), so `F.instance_norm` is seen as itself.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.nn.parameter import UninitializedParameter
-from torch.overrides import TorchFunctionMode
 
 from mnist_arch.errors import MnistArchError
+from mnist_arch.receptive import receptive_field_checks
 from mnist_arch.report import Check, Report
 from mnist_arch.spec import FEATURES, Spec
+from mnist_arch.trace import (
+    CONV_CALLS,
+    Call,
+    count_parameters,
+    example_input,
+    first_tensor,
+    layer_output_shapes,
+    mult_adds_from_calls,
+    record_calls,
+    run_forward,
+)
 
 #: Batch sizes the output-shape check runs in eval mode.
 OUTPUT_BATCH_SIZES = (1, 2, 5)
@@ -35,183 +42,6 @@ OUTPUT_BATCH_SIZES = (1, 2, 5)
 _DROPOUT_CALLS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
                   "feature_alpha_dropout", "feature_dropout"}
 _FC_CALLS = {"linear", "addmm", "mm", "matmul", "__matmul__", "bilinear"}
-_CONV_CALLS = {"conv1d", "conv2d", "conv3d"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
-
-
-# ---------------------------------------------------------------------------------------------
-# Measurements
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(all, trainable) over unique parameter tensors: a weight shared by two layers counts once,
-    frozen weights count toward the total."""
-    unique = [p for p in {id(p): p for p in model.parameters()}.values()  # parameters() yields a tied one once
-              if not isinstance(p, UninitializedParameter)]  # a lazy layer before its first call: nothing yet
-    total = sum(p.numel() for p in unique)
-    trainable = sum(p.numel() for p in unique if p.requires_grad)
-    return total, trainable
-
-
-def example_input(batch: int, input_shape: Iterable[int]) -> torch.Tensor:
-    """A fixed pseudo-random batch in [0, 1), like scaled images; random rather than zeros so that
-    data-dependent branches see realistic values."""
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(batch, *input_shape, generator=generator)
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    if isinstance(value, dict):
-        return _first_tensor(list(value.values()))
-    return None
-
-
-def _run(model: nn.Module, x: torch.Tensor, name: str) -> Any:
-    try:
-        with torch.no_grad():
-            return model(x)
-    except MemoryError:
-        raise
-    except Exception as exc:  # a user's model can raise anything; we report it, never a traceback
-        if isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc):
-            raise
-        raise MnistArchError(
-            f"Model {name} failed on an input of shape {tuple(x.shape)}: {type(exc).__name__}: {exc}. "
-            "Check the input shape (--input-shape C,H,W) and that the model's forward runs on a "
-            "float tensor of that shape."
-        ) from None
-
-
-@dataclass
-class Call:
-    """One function call seen during the recorded forward pass."""
-
-    name: str
-    args: tuple
-    kwargs: dict
-    out: Any
-
-    def arg(self, index: int, key: str, default: Any = None) -> Any:
-        if len(self.args) > index:
-            return self.args[index]
-        return self.kwargs.get(key, default)
-
-    @property
-    def input(self) -> torch.Tensor | None:
-        return _first_tensor(self.args[:1])
-
-
-class _Recorder(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[Call] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        self.calls.append(Call(getattr(func, "__name__", str(func)), args, kwargs, out))
-        return out
-
-
-def record_calls(model: nn.Module, x: torch.Tensor, name: str = "model") -> tuple[list[Call], Any]:
-    """Run one training-mode forward pass and return the calls it made and its output.
-
-    Training mode, because dropout only runs there. The model's buffers (BatchNorm running stats)
-    and its mode are restored afterwards, so judging a model does not change it.
-    """
-    saved = [(m, dict(m._buffers)) for m in model.modules()]
-    for module, buffers in saved:
-        for key, b in buffers.items():
-            if b is not None:
-                module._buffers[key] = b.detach().clone()  # the forward updates these copies in place
-    was_training = model.training
-    model.train()
-    try:
-        with _Recorder() as recorder:
-            out = _run(model, x, name)
-    finally:
-        model.train(was_training)
-        for module, buffers in saved:  # put the originals back, whatever the forward did to them
-            module._buffers.clear()
-            module._buffers.update(buffers)
-    return recorder.calls, out
-
-
-def layer_output_shapes(model: nn.Module, x: torch.Tensor, name: str = "model") -> dict[str, tuple]:
-    """Output shape (without the batch dimension) of every named module, from an eval-mode forward."""
-    shapes: dict[str, tuple] = {}
-    hooks = []
-    for module_name, module in model.named_modules():
-        def hook(_m, _inp, out, module_name=module_name):
-            t = _first_tensor(out)
-            if t is not None and module_name not in shapes:  # first call wins for reused modules
-                shapes[module_name] = tuple(t.shape[1:])
-        hooks.append(module.register_forward_hook(hook))
-    try:
-        _run(model, x, name)
-    finally:
-        for h in hooks:
-            h.remove()
-    return shapes
-
-
-def count_mult_adds(model: nn.Module, input_shape: Iterable[int]) -> int | None:
-    """Multiply-accumulates for one image in torchinfo's convention, from one recorded forward pass
-    (see `mult_adds_from_calls`) on an input on the model's device in its floating-point dtype; None
-    when it cannot be measured."""
-    x = example_input(2, input_shape)
-    parameter = next(model.parameters(), None)
-    if parameter is not None:
-        x = x.to(parameter.device, parameter.dtype if parameter.is_floating_point() else x.dtype)
-    calls, _ = record_calls(model, x)
-    return mult_adds_from_calls(calls)
-
-
-_WEIGHTED_CALLS = {*_CONV_CALLS, "linear", "batch_norm", "layer_norm", "group_norm", "instance_norm",
-                   "embedding", "prelu"}
-_OPAQUE_PRODUCTS = {"matmul", "mm", "bmm", "addmm", "__matmul__", "einsum", "bilinear", "conv_transpose1d",
-                    "conv_transpose2d", "conv_transpose3d", "baddbmm"}
-
-
-def mult_adds_from_calls(calls: list[Call]) -> int | None:
-    """torchinfo's convention, computed from what ran rather than from the module list: per image, each
-    call's weight and bias element counts, times the output positions for a convolution (times the leading
-    positions for a linear layer). It sees functional calls and layers whose weights are computed (weight
-    norm), which torchinfo reports as 0; tests/test_engine.py checks it equals torchinfo's total where
-    torchinfo can see the model. None when nothing was counted, or when a product ran whose work this
-    convention does not define (matmul, einsum, transposed convolutions): unknown, never 0."""
-    total, seen = 0, False
-    for call in calls:
-        if call.name in _OPAQUE_PRODUCTS:
-            return None
-        if call.name not in _WEIGHTED_CALLS:
-            continue
-        if call.name in ("batch_norm", "instance_norm"):
-            weight, bias = call.arg(3, "weight"), call.arg(4, "bias")
-        elif call.name in ("layer_norm", "group_norm"):
-            weight, bias = call.arg(2, "weight"), call.arg(3, "bias")
-        else:
-            weight, bias = call.arg(1, "weight"), call.arg(2, "bias")
-        own = sum(t.numel() for t in (weight, bias) if isinstance(t, torch.Tensor))
-        out = _first_tensor(call.out)
-        if out is None:
-            continue
-        if call.name in _CONV_CALLS:
-            own *= math.prod(out.shape[2:])
-        elif call.name == "linear":
-            own *= math.prod(out.shape[1:-1])
-        total, seen = total + own, True
-    return total if seen else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +61,7 @@ def _is_dropout(call: Call) -> bool:
 
 
 def _is_gap(call: Call) -> bool:
-    x, out = call.input, _first_tensor(call.out)
+    x, out = call.input, first_tensor(call.out)
     if x is None or out is None or x.dim() < 3:
         return False
     spatial = _spatial_dims(x.dim())
@@ -283,7 +113,7 @@ def near_miss(feature: str, calls: list[Call]) -> str:
     does not count ('' when nothing came close)."""
     misses: list[str] = []
     for call in calls:
-        x, out = call.input, _first_tensor(call.out)
+        x, out = call.input, first_tensor(call.out)
         if feature == "gap" and call.name.startswith(("avg_pool", "adaptive_avg_pool", "max_pool",
                                                       "adaptive_max_pool")) and x is not None and x.dim() > 2:
             if call.name.startswith("adaptive_max_pool") or (call.name.startswith("max_pool")
@@ -311,7 +141,7 @@ def near_miss(feature: str, calls: list[Call]) -> str:
                           + ("" if call.arg(2, "training", True) else " and training=False"))
         elif feature == "batchnorm" and call.name in _OTHER_NORMS:
             misses.append(f"{call.name}, a norm that is not batch norm")
-        elif feature == "fc" and call.name in _CONV_CALLS and out is not None and _spatial(out) in ("1", "1x1"):
+        elif feature == "fc" and call.name in CONV_CALLS and out is not None and _spatial(out) in ("1", "1x1"):
             misses.append(f"{call.name} to a {_spatial(out)} map (a convolution, not a fully connected layer)")
     unique = list(dict.fromkeys(misses))
     return f"; the closest that ran: {'; '.join(unique[:3])}" if unique else ""
@@ -330,9 +160,9 @@ def features_present(calls: list[Call]) -> dict[str, list[str]]:
 
 def final_activation(calls: list[Call], out: Any) -> str:
     """'softmax', 'log_softmax' or 'logits': what produced the tensor the model returned."""
-    target = _first_tensor(out)
+    target = first_tensor(out)
     for call in reversed(calls):
-        if _first_tensor(call.out) is target:
+        if first_tensor(call.out) is target:
             return call.name if call.name in ("softmax", "log_softmax") else "logits"
     return "logits"
 
@@ -340,7 +170,7 @@ def final_activation(calls: list[Call], out: Any) -> str:
 def convs_without_batchnorm(calls: list[Call]) -> int:
     """How many conv calls' outputs go into no batch_norm call."""
     normalised = {id(c.input) for c in calls if c.name == "batch_norm"}
-    return sum(1 for c in calls if c.name in _CONV_CALLS and id(c.out) not in normalised)
+    return sum(1 for c in calls if c.name in CONV_CALLS and id(c.out) not in normalised)
 
 
 def _summarise(items: list[str]) -> str:
@@ -407,7 +237,7 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
     before = count_parameters(model)[0]
     shapes, counts = [], []
     for n in OUTPUT_BATCH_SIZES:
-        out = _first_tensor(_run(model, example_input(n, spec.input_shape), name))
+        out = first_tensor(run_forward(model, example_input(n, spec.input_shape), name))
         shapes.append(None if out is None else list(out.shape))
         counts.append(count_parameters(model)[0])
     # The training-mode pass the presence checks judge, recorded now so that what it builds is counted too
@@ -468,7 +298,6 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
     # Receptive fields, from the calls one forward pass makes (mnist_arch.receptive)
     layer_rfs = {layer.name: layer.receptive_field for layer in spec.layers if layer.receptive_field is not None}
     if spec.min_receptive_field is not None or layer_rfs:
-        from mnist_arch.receptive import receptive_field_checks  # here: receptive imports this module
 
         for rf_check in receptive_field_checks(model, spec.input_shape, spec.min_receptive_field, layer_rfs, name):
             add(*rf_check)
@@ -493,7 +322,7 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
                 if seen else f"none of {', '.join(options)} ran in a training-mode forward pass"
                 + "".join(near_miss(f, calls) for f in options))
         if spec.batchnorm_after_every_conv:
-            convs = sum(1 for call in calls if call.name in _CONV_CALLS)
+            convs = sum(1 for call in calls if call.name in CONV_CALLS)
             missing = convs_without_batchnorm(calls)
             add("batchnorm_after_every_conv", missing == 0, f"{convs - missing}/{convs}", f"{convs}/{convs}",
                 f"{convs - missing} of {convs} conv outputs go straight into batch norm")

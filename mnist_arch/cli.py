@@ -93,18 +93,16 @@ def _models(args, project) -> list:
 
 
 def _cmd_summary(args) -> int:
-    from mnist_arch.isolate import run_isolated
-    from mnist_arch.project import load_project, summary_rows, worker_options
+    from mnist_arch.jobs import summarise
+    from mnist_arch.project import load_project
+    from mnist_arch.spec import parse_spec_fields
 
     project = load_project()
     model = _models(argparse.Namespace(names=[] if ":" in args.name else [args.name],
                                        model=[args.name] if ":" in args.name else []), project)[0]
-    from mnist_arch.spec import parse_spec_fields
-
     shape = args.input_shape and parse_spec_fields({"input_shape": list(args.input_shape)}, "the command line")[
         "input_shape"] or model.spec.input_shape
-    rows = run_isolated(model.name, summary_rows, model, shape,
-                        timeout=args.timeout or project.timeout, **worker_options(project, model))
+    rows = summarise(project, model, shape, timeout=args.timeout)
     from mnist_arch.layer_table import FORMATS
 
     rows = [r for r in rows if r.name.count(".") < args.depth]  # the model's row ('') always shows
@@ -125,7 +123,8 @@ def _check_changes(args) -> dict:
 
 
 def _cmd_check(args) -> int:
-    from mnist_arch.project import judge_all, load_project
+    from mnist_arch.jobs import judge_all
+    from mnist_arch.project import load_project
     from mnist_arch.report import FORMATS
 
     changes = _check_changes(args)
@@ -157,14 +156,6 @@ def _cmd_badge(args) -> int:
     return 0
 
 
-def _data_dir(args, project) -> str | None:
-    """--data-dir, else $MNIST_ARCH_DATA, else `data` in [tool.mnist-arch] (the plugin's order too)."""
-    import os
-
-    chosen = args.data_dir or os.environ.get("MNIST_ARCH_DATA") or project.data
-    return None if chosen is None else str(chosen)
-
-
 def _print_now(line: str) -> None:
     """One line at once, also into a pipe or a file (a CI log), where print alone would wait for the
     buffer to fill."""
@@ -174,40 +165,36 @@ def _print_now(line: str) -> None:
 def _cmd_train(args) -> int:
     import json
 
-    from mnist_arch.isolate import Worker, expect_training
-    from mnist_arch.project import judge, load_project, train_declared, training_recipe, worker_options
+    from mnist_arch.isolate import expect_training
+    from mnist_arch.jobs import train_runs
+    from mnist_arch.project import load_project
     from mnist_arch.runs import runs_table
 
     expect_training()  # before load_project, whose registry read may start the fork server
     project = load_project()
     model = project.select([args.name])[0]
-    if args.recipe not in model.spec.recipes:
-        raise MnistArchError(f"{model.name} ({model.source}) declares no {args.recipe!r} recipe; it has "
-                             f"{', '.join(model.spec.recipes) or 'none'}.")
-    final = judge(project, model).final_activation if model.loss is None else None
-    recipe = training_recipe(model, args.recipe, final)
     text = args.format == "text"
-    results = []
-    for seed in args.seed:
-        with Worker(model.name, args.timeout or project.train_timeout, on_note=_print_now if text else None,
-                    **worker_options(project, model)) as worker:
-            result = worker.call(train_declared, model, args.recipe, recipe, seed, args.epochs, args.device,
-                                 args.time_budget, _data_dir(args, project), args.plots, args.save,
-                                 args.threads)
-        results.append(result)
+
+    def verdict(seed: int, result) -> None:  # as each seed's run ends
         if text:
-            print(f"{'PASS' if result.passed else 'FAIL'}: {model.name} ({args.recipe}, seed {seed}) "
-                  f"{result.verdict()}", flush=True)
+            _print_now(f"{'PASS' if result.passed else 'FAIL'}: {model.name} ({args.recipe}, seed {seed}) "
+                       f"{result.verdict()}")
+
+    results = train_runs(project, model, args.recipe, args.seed, on_note=_print_now if text else None,
+                         on_result=verdict, timeout=args.timeout, epochs=args.epochs, device=args.device,
+                         time_budget=args.time_budget, data_dir=str(project.mnist_root(args.data_dir)),
+                         plots=args.plots, save=args.save, threads=args.threads)
     if args.format == "json":
         dicts = [r.to_dict() for r in results]
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
     elif args.format == "markdown":
-        print(runs_table(results, args.seed, recipe))
+        print(runs_table(results, args.seed, model.spec.recipes[args.recipe]))
     return 0 if all(r.passed for r in results) else 1
 
 
 def _cmd_bench(args) -> int:
-    from mnist_arch.bench import FORMATS, bench_project, parse_path
+    from mnist_arch.bench import FORMATS, parse_path
+    from mnist_arch.jobs import bench_project
     from mnist_arch.project import load_project
 
     paths = [parse_path(p) for p in args.paths.split(",")] if args.paths else None  # bad path: exit 2 now
@@ -223,7 +210,8 @@ def _cmd_bench(args) -> int:
 
         torch.set_num_threads(args.threads)  # the peak's, here; each model's worker gets as many
     result = bench_project(project, models, args.batch_sizes, paths, args.device, min_time=args.min_time,
-                           train=args.train, data_dir=args.data_dir, weights=weights, timeout=args.timeout,
+                           train=args.train, data_dir=str(project.mnist_root(args.data_dir)), weights=weights,
+                           timeout=args.timeout,
                            threads=args.threads,
                            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
     if result.rows or not result.errors:
@@ -353,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_count, help="override the recipe's epochs")
     p.add_argument("--seed", type=_seeds, default=[0], help="a seed, or several: 0,1,2 or 0-4")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--data-dir", help="folder containing MNIST/raw (default: $MNIST_ARCH_DATA)")
+    p.add_argument("--data-dir", help="folder containing MNIST/raw (default: $MNIST_ARCH_DATA, else data in "
+                   "[tool.mnist-arch], else the user's cache)")
     p.add_argument("--time-budget", type=_seconds, metavar="SECONDS", help="stop training after this long")
     p.add_argument("--threads", type=_count, metavar="N", help="CPU threads (default: chosen per model and batch)")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
@@ -395,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help="also time one training step per model")
     p.add_argument("--threads", type=_count, metavar="N", help="torch CPU threads (default: torch's)")
     p.add_argument("--data-dir", metavar="ROOT",
-                   help="MNIST root for the accuracy batch (test images; random input without them)")
+                   help="MNIST root for the accuracy batch (test images; random input without them; default: "
+                        "$MNIST_ARCH_DATA, else data in [tool.mnist-arch])")
     p.add_argument("--weights", metavar="CHECKPOINT",
                    help="trained weights from `mnist-arch train --save` for the model they belong to "
                         "(fast paths' top-1 agreement is then measured on a trained network)")

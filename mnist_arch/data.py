@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mnist_arch.errors import MnistArchError
+from mnist_arch.project import DATA_ENV, mnist_root
 from mnist_arch.spec import Augment
 
-ENV_VAR = "MNIST_ARCH_DATA"
+ENV_VAR = DATA_ENV
 
 # File name -> (number of items the validator expects, MD5 of the canonical .gz as published).
 FILES = {
@@ -54,11 +55,9 @@ SIDE = 28
 
 
 def resolve_data_root(data_dir: str | Path | None = None) -> Path:
-    """The folder that holds MNIST/raw/: `data_dir`, else $MNIST_ARCH_DATA, else the user's cache."""
-    if data_dir is None or str(data_dir) == "":
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "mnist-arch"
-        data_dir = os.environ.get(ENV_VAR) or cache
-    return Path(data_dir).expanduser().resolve()
+    """The folder that holds MNIST/raw/: `data_dir`, else $MNIST_ARCH_DATA, else the user's cache (the rule
+    of `mnist_arch.project.mnist_root`, without a project's table)."""
+    return mnist_root(data_dir)
 
 
 def _find(folder: Path, name: str) -> Path | None:

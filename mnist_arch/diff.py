@@ -250,7 +250,8 @@ def _base_models(proc: subprocess.Popen, ref: str) -> tuple[list[dict[str, Any]]
 def head_models(cwd: str | Path | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
     """Every declared model of the project holding `cwd` (mnist_arch.project), judged in isolated workers
     against its declared spec; a model that cannot be judged is an error naming it."""
-    from mnist_arch.project import judge_all, load_project
+    from mnist_arch.jobs import judge_all
+    from mnist_arch.project import load_project
 
     project = load_project(cwd)
     results = judge_all(project, project.models, timeout=timeout)

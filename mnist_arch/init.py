@@ -39,7 +39,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from mnist_arch.errors import MnistArchError
-from mnist_arch.project import TRAIN_DEFAULTS, is_file_target
+from mnist_arch.loader import is_file_target
+from mnist_arch.project import TRAIN_DEFAULTS
 from mnist_arch.runs import rule_threshold
 from mnist_arch.spec import parse_recipe_fields, parse_spec_fields
 
@@ -488,34 +489,30 @@ def existing_model_tests(workflows_dir: Path, top: Path) -> list[str]:
 def seed_accuracies(root: Path, name: str, model: str, epochs: int, data_dir: str | Path | None = None,
                     seeds: tuple[int, ...] = SEEDS, progress: Callable[[str], None] | None = None) -> list[float]:
     """The test accuracies of `model` (PATH.py:ATTR or package.module:ATTR in `root`) trained for `epochs` of the
-    table's default recipe, once per seed, each run in its own worker: what `mnist-arch train NAME --seed 0-4`
-    measures once the model is declared."""
-    from mnist_arch.isolate import Worker, expect_training
-    from mnist_arch.project import Project, adhoc, judge, train_declared, training_recipe, worker_options
+    table's default recipe, once per seed, each run in its own worker (`jobs.train_runs`): what `mnist-arch train
+    NAME --seed 0-4` measures once the model is declared."""
+    from mnist_arch.jobs import train_runs
+    from mnist_arch.project import Project, adhoc, mnist_root
 
-    expect_training()  # before the fork server starts: every worker here trains
     project = Project(path=root / "pyproject.toml", root=root, declared=())
-    declared = dataclasses.replace(adhoc(model, root), name=name)
-    final = judge(project, declared).final_activation  # the default loss follows the output
     recipe = parse_recipe_fields({"min_accuracy": 1.0, "epochs": epochs}, "the command line", TRAIN_DEFAULTS)
+    declared = dataclasses.replace(adhoc(model, root), name=name)
     declared = dataclasses.replace(declared, spec=declared.spec.replace(recipes={"quick": recipe}))
-    recipe = training_recipe(declared, "quick", final)
-    accuracies = []
-    for seed in seeds:
-        with Worker(name, project.train_timeout, on_note=progress, **worker_options(project, declared)) as worker:
-            result = worker.call(train_declared, declared, "quick", recipe, seed, None, "auto", None,
-                                 None if data_dir is None else str(data_dir), None, None, None)
+
+    def reached(seed: int, result) -> None:
         if result.collapsed:
             share, label = result.collapsed["share"], result.collapsed["class"]
             raise MnistArchError(f"--min-accuracy auto: seed {seed} of {model} collapsed ({share:.1%} of the test "
                                  f"predictions are class {label}); a threshold from such runs would pass a broken "
                                  "model. Fix the model or its training, or give the threshold yourself. Nothing was "
                                  "written.")
-        accuracies.append(result.test_accuracy)
         if progress:
             progress(f"{name} seed {seed}: test accuracy {result.test_accuracy:.2%} after {result.epochs} epoch(s) "
                      f"in {result.seconds:.1f}s")
-    return accuracies
+
+    results = train_runs(project, declared, "quick", seeds, on_note=progress, on_result=reached,
+                         data_dir=str(mnist_root(data_dir)))
+    return [r.test_accuracy for r in results]
 
 
 def _badge(top: Path | None) -> tuple[str, str | None]:

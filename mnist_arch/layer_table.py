@@ -1,5 +1,5 @@
 """A per-module table of one model, for `mnist-arch summary`: output shape, parameters, mult-adds and
-receptive field, from one recorded forward pass (`receptive.trace`).
+receptive field, from one recorded forward pass (`receptive.trace_fields`).
 
 Parameters are counted like the engine's (unique tensors; a module's count includes its children's),
 so a row can be copied into a spec's `[layers]` table. Mult-adds follow torchinfo's convention, per
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from mnist_arch.checks import _first_tensor, count_parameters
-from mnist_arch.receptive import ReceptiveField, jump_text, trace
+from mnist_arch.receptive import ReceptiveField, jump_text, trace_fields
 from mnist_arch.report import count_text, md_cell
+from mnist_arch.trace import count_parameters, first_tensor
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Row:
 
 
 def _mult_adds_per_call(module: nn.Module, out: Any) -> int:
-    t = _first_tensor(out)
+    t = first_tensor(out)
     if t is None:
         return 0
     shape = tuple(t.shape[1:])
@@ -50,13 +50,13 @@ def _mult_adds_per_call(module: nn.Module, out: Any) -> int:
 
 def layer_table(model: nn.Module, input_shape: Iterable[int] = (1, 28, 28), name: str = "model") -> list[Row]:
     """One row per named module, the model first, in `named_modules` order."""
-    t = trace(model, input_shape, name)
+    t = trace_fields(model, input_shape, name)
     leaf = {n: sum(_mult_adds_per_call(m, out) for out in t.outputs.get(n, []))
             for n, m in model.named_modules() if not any(m.children())}
     rows = []
     for module_name, module in model.named_modules():
         outs = t.outputs.get(module_name)
-        first = _first_tensor(outs[0]) if outs else None
+        first = first_tensor(outs[0]) if outs else None
         prefix = module_name + "." if module_name else ""
         rows.append(Row(
             name=module_name,

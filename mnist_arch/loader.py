@@ -1,4 +1,5 @@
-"""Build a user's model from `PATH.py:ATTR` or `package.module:ATTR`, with errors a user can act on.
+"""Model targets: `PATH.py:ATTR` or `package.module:ATTR`, parsed here (torch-free, for `mnist_arch.project`)
+and built by `load_model` inside a worker, with errors a user can act on.
 
 ATTR may be an `nn.Module` subclass or a function taking no arguments (both are called), or an
 `nn.Module` instance (used as it is).
@@ -12,15 +13,28 @@ import inspect
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from mnist_arch.errors import MnistArchError
 from mnist_arch.isolate import phase
-from mnist_arch.project import is_file_target
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 _FORM = "Give the model as PATH.py:ATTR (e.g. my_net.py:Net) or package.module:ATTR."
+
+
+def is_file_target(source: str) -> bool:
+    """Whether the part before ':ATTR' names a file (PATH.py) rather than a module (package.module)."""
+    return source.endswith(".py") or "/" in source or "\\" in source
+
+
+def resolve_target(target: str, root: Path) -> str:
+    """A target with its PATH.py made absolute against `root` (package.module:ATTR unchanged)."""
+    source, sep, attr = target.rpartition(":")
+    if sep and is_file_target(source) and not Path(source).is_absolute():
+        source = str((root / source).resolve())
+    return f"{source}{sep}{attr}"
 
 
 def _where_in(path: Path | None, exc: BaseException) -> str:
@@ -66,7 +80,9 @@ def _import_module(dotted: str) -> Any:
 
 
 def load_model(target: str) -> nn.Module:
-    """The model named by `target`, built and ready to judge."""
+    """The model named by `target`, built and ready to judge (in a worker: it runs the model's code)."""
+    import torch.nn as nn
+
     source, sep, attr = target.rpartition(":")
     if not sep or not source or not attr:
         raise MnistArchError(f"--model {target!r} has no ':ATTR' part. {_FORM}")

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import math
 import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,12 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from mnist_arch.errors import MnistArchError
-from mnist_arch.spec import Recipe, Spec, parse_recipe_fields, parse_seconds, parse_spec_fields
+from mnist_arch.loader import is_file_target, resolve_target
+from mnist_arch.spec import Spec, check_table, parse_recipe_fields, parse_seconds, parse_spec_fields
 
 TABLE = "tool.mnist-arch"
+#: The environment variable that names the folder holding MNIST/raw/ (`mnist_root`).
+DATA_ENV = "MNIST_ARCH_DATA"
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_TRAIN_TIMEOUT = 1800.0
 DEFAULT_BENCH_BATCH_SIZES = (1, 64)
@@ -92,6 +94,10 @@ class Project:
     def where(self) -> str:
         return f"{self.path} [{TABLE}]" if self.path else "the mnist-arch registry"
 
+    def mnist_root(self, explicit: str | Path | None = None) -> Path:
+        """Where this project's faces look for MNIST (`mnist_root`, with the table's `data`)."""
+        return mnist_root(explicit, self.data)
+
     def select(self, names: Sequence[str]) -> list[Declared]:
         """The declared models named (shell-style patterns; a registered model's name works everywhere),
         all of them when none is named. Never an empty list: a gate that judged nothing must not pass."""
@@ -118,6 +124,17 @@ class Project:
                                      f"declares: {known}). A model of your own is given as PATH.py:ATTR.")
             chosen.update((m.name, m) for m in hits)
         return list(chosen.values())
+
+
+def mnist_root(explicit: str | Path | None = None, table_data: Path | None = None) -> Path:
+    """Where every face (the command line, the plugin, `bench`, the library's `data.load_mnist`) looks for
+    MNIST, the folder holding MNIST/raw/: the command line's --data-dir or the plugin's --mnist-arch-data,
+    else $MNIST_ARCH_DATA, else `data` of the [tool.mnist-arch] table (`table_data`), else the user's cache
+    ($XDG_CACHE_HOME or ~/.cache, then mnist-arch)."""
+    chosen = explicit or os.environ.get(DATA_ENV) or table_data
+    if not chosen:
+        chosen = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "mnist-arch"
+    return Path(chosen).expanduser().resolve()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +164,13 @@ def read_table(path: Path) -> Any:
         raise MnistArchError(f"{path} is not valid TOML: {exc}.") from None
     tool = data.get("tool")
     return tool.get("mnist-arch") if isinstance(tool, dict) else None
+
+
+def table_data(path: Path, table: Any) -> Path | None:
+    """The folder `data` of a [tool.mnist-arch] table names, relative to its pyproject.toml (None when it names
+    none). Read before the table is parsed too (the plugin, see `table_may_train`)."""
+    data = table.get("data") if isinstance(table, dict) else None
+    return path.parent.resolve() / data if isinstance(data, str) and data else None
 
 
 def table_may_train(table: Any) -> bool:
@@ -202,16 +226,13 @@ def _batch_size(value: Any, where: str) -> int:
 
 def parse_project(path: Path, table: Any) -> Project:
     where = f"{path} [{TABLE}]"
-    if not isinstance(table, dict):
-        raise MnistArchError(f"{where} must be a table.")
-    unknown = sorted(set(table) - set(_PROJECT_KEYS))
-    if unknown:
-        raise MnistArchError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; it may set "
-                             f"{', '.join(_PROJECT_KEYS[:-1])} and [{TABLE}.models.NAME] tables.")
+    check_table(table, where, _PROJECT_KEYS,
+                f"it may set {', '.join(_PROJECT_KEYS[:-1])} and [{TABLE}.models.NAME] tables", word="key")
     root = path.parent.resolve()
     data = table.get("data")
     if data is not None and not isinstance(data, str):
         raise MnistArchError(f"{where}: 'data' must be a folder name, found {data!r}.")
+    data = table_data(path, table)
     batches = table.get("bench_batch_sizes", list(DEFAULT_BENCH_BATCH_SIZES))
     if not isinstance(batches, list) or not batches:
         raise MnistArchError(f"{where}: 'bench_batch_sizes' must be a list such as [1, 64], found {batches!r}.")
@@ -224,7 +245,7 @@ def parse_project(path: Path, table: Any) -> Project:
         path=path, root=root,
         declared=tuple(_declared_or_invalid(path, root, name, fields, _table_line(text, name))
                        for name, fields in models.items()),
-        data=root / data if data else None,
+        data=data,
         timeout=parse_seconds(table.get("timeout", DEFAULT_TIMEOUT), "timeout", where),
         train_timeout=parse_seconds(table.get("train_timeout", DEFAULT_TRAIN_TIMEOUT), "train_timeout", where),
         bench_batch_sizes=tuple(_batch_size(b, where) for b in batches),
@@ -267,38 +288,15 @@ def _declared(path: Path, root: Path, name: str, fields: dict[str, Any], line: i
     return Declared(name, target, spec, where, loss, line)
 
 
-def is_file_target(source: str) -> bool:
-    """Whether the part before ':ATTR' names a file (PATH.py) rather than a module (package.module)."""
-    return source.endswith(".py") or "/" in source or "\\" in source
-
-
-def resolve_target(target: str, root: Path) -> str:
-    """A loader target with its PATH.py made absolute against `root` (package.module:ATTR unchanged)."""
-    source, sep, attr = target.rpartition(":")
-    if sep and is_file_target(source) and not Path(source).is_absolute():
-        source = str((root / source).resolve())
-    return f"{source}{sep}{attr}"
-
-
 def registered_models_here() -> list[Declared]:
-    """The registry imports torch; a parent that has not imported it yet (the command line) reads the
-    registry through a worker, whose fork server imports torch anyway, and so starts a second sooner."""
-    if "torch" in sys.modules:
-        return registered_models()
+    """Our registry's models. The references import torch; a process that has not imported it yet (the
+    command line) reads the registry through a worker, whose fork server imports torch anyway, and so
+    starts a second sooner."""
     from mnist_arch.isolate import run_isolated
+    from mnist_arch.registry import declarations
 
-    return run_isolated("the registry", registered_models)
-
-
-def registered_models() -> list[Declared]:
-    from mnist_arch.registry import builder_target, get_spec, list_models
-
-    models = []
-    for name in list_models():
-        spec = get_spec(name)
-        recipe = spec.recipes.get("full") or spec.recipes.get("quick")
-        models.append(Declared(name, builder_target(name), spec, spec.source, recipe.loss if recipe else None))
-    return models
+    records = declarations() if "torch" in sys.modules else run_isolated("the registry", declarations)
+    return [Declared(name, target, spec, spec.source, loss) for name, target, spec, loss in records]
 
 
 def adhoc(target: str, root: Path) -> Declared:
@@ -306,134 +304,3 @@ def adhoc(target: str, root: Path) -> Declared:
     package.module:ATTR imports from `root` (the current folder), as pytest and uvicorn users expect."""
     return Declared(target, resolve_target(target, root), Spec(source="the command line"), "--model " + target,
                     folder=root)
-
-
-def training_recipe(model: Declared, recipe_name: str, final_activation: str | None) -> Recipe:
-    """The recipe to train with. Where the declaration names no loss, the loss follows the model's
-    output: NLL for log-softmax, cross-entropy for logits (and for softmax, which the lint reports)."""
-    recipe = model.spec.recipes[recipe_name]
-    if model.loss is None:
-        recipe = replace(recipe, loss="nll" if final_activation == "log_softmax" else "cross_entropy")
-    return recipe
-
-
-# ---------------------------------------------------------------------------------------------
-# Judging behind the wall
-
-
-def worker_options(project: Project, model: Declared) -> dict[str, Any]:
-    """Where a model's worker runs: the project's folder, with it (and the model's own folder) importable."""
-    root = model.folder or project.root
-    extra = [str(root)] + ([str(model.model_folder)] if model.model_folder else [])
-    return {"cwd": root, "extra_path": extra}
-
-
-def check_declared(model: Declared, changes: Mapping[str, Any] | None = None):
-    """In the worker: build the model and judge it (a checks.Report)."""
-    from mnist_arch.checks import check_model
-    from mnist_arch.loader import load_model
-
-    spec = model.spec.with_changes(changes or {})
-    return check_model(load_model(model.target), spec, name=model.name, loss=model.loss)
-
-
-def train_declared(model, recipe_name, recipe, seed, epochs, device, time_budget, data_dir, plots, save, threads):
-    """In the worker: one seeded run of a declared model's recipe, one note per epoch."""
-    import torch
-
-    from mnist_arch.data import load_mnist
-    from mnist_arch.isolate import note, phase
-    from mnist_arch.loader import load_model
-    from mnist_arch.train import resolve_device, save_checkpoint, train_model
-
-    dev = resolve_device(device)
-    data = load_mnist(data_dir, device=dev)
-    torch.manual_seed(seed)  # the initial weights too: a seed repeats the whole run
-    built = load_model(model.target)
-    phase("train")
-
-    def on_epoch(e) -> None:
-        phase("train")  # the time limit applies to each epoch
-        note(f"{model.name} epoch {e.epoch:3}  train loss {e.train_loss:.4f}  acc {e.train_accuracy:.2%}  test loss "
-             f"{e.test_loss:.4f}  acc {e.test_accuracy:.2%}  lr {e.lr:.5f}  {e.seconds:.1f}s")
-
-    result = train_model(built, recipe, data, name=model.name, recipe_name=recipe_name, epochs=epochs, seed=seed,
-                         device=dev, time_budget=time_budget, progress=False, on_epoch=on_epoch, threads=threads)
-    if plots:
-        from mnist_arch.plots import save_plots
-
-        save_plots(result, data.test_images, data.test_labels, plots)
-    if save:
-        save_checkpoint(save, built, model.spec, result)
-    result.test_predictions = None  # the plots are drawn; the judge's process never needs torch
-    return result
-
-
-def summary_rows(model: Declared, shape: Sequence[int]) -> list:
-    """In the worker: one row per module (plain picklable dataclasses, sent back to the parent)."""
-    from mnist_arch.layer_table import layer_table
-    from mnist_arch.loader import load_model
-
-    return layer_table(load_model(model.target), shape, model.name)
-
-
-def judge_all(project: Project, models: Sequence[Declared], changes: Mapping[str, Any] | None = None,
-              timeout: float | None = None) -> list[Any]:
-    """Each model's report, or the MnistArchError that says why it could not be judged, in order. Two
-    workers at a time (one thread each), as many as the machine has cores, up to two."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(model: Declared) -> Any:
-        try:
-            return judge(project, model, changes, timeout)
-        except MnistArchError as exc:
-            return exc
-
-    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
-        return list(pool.map(one, models))
-
-
-def judge(project: Project, model: Declared, changes: Mapping[str, Any] | None = None,
-          timeout: float | None = None):
-    """A model's report, computed in an isolated worker (see mnist_arch.isolate)."""
-    from mnist_arch.isolate import run_isolated
-
-    if model.error:
-        raise MnistArchError(model.error)
-    return run_isolated(model.name, check_declared, model, dict(changes or {}),
-                        timeout=project.timeout if timeout is None else timeout, **worker_options(project, model))
-
-
-# ---------------------------------------------------------------------------------------------
-# Forward benchmarks behind the wall (the pytest plugin's `forward[B]` items)
-
-_FORWARD: dict[str, Any] = {}  # in a worker: the model and its input batch
-
-
-def forward_repeats(batch_size: int) -> int:
-    """Forward passes per timed call: at least 64 images, so the worker round trip stays small."""
-    return max(1, math.ceil(64 / batch_size))
-
-
-def load_for_forward(model: Declared, batch_size: int) -> None:
-    """In the worker: build the model in eval mode with a fixed input batch."""
-    import torch
-
-    from mnist_arch.checks import example_input
-    from mnist_arch.loader import load_model
-
-    torch.manual_seed(0)
-    _FORWARD.update(model=load_model(model.target).eval(), x=example_input(batch_size, model.spec.input_shape))
-    run_forwards(1)
-
-
-def run_forwards(repeats: int) -> None:
-    """In the worker: `repeats` forward passes of the loaded model."""
-    import torch
-
-    from mnist_arch.isolate import phase
-
-    phase("forward")
-    with torch.inference_mode():
-        for _ in range(repeats):
-            _FORWARD["model"](_FORWARD["x"])

@@ -27,14 +27,11 @@ torch nor the engine at import time; they load when a `[tool.mnist-arch]` table 
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import pytest
 
-TABLE = "tool.mnist-arch"
-DATA_ENV = "MNIST_ARCH_DATA"
 
 class MnistArchLintWarning(UserWarning):
     """A lint the engine reports without failing the model (e.g. a softmax output)."""
@@ -43,7 +40,7 @@ class MnistArchLintWarning(UserWarning):
 def pytest_addoption(parser):
     group = parser.getgroup("mnist-arch", "mnist-arch: compliance tests from [tool.mnist-arch] in pyproject.toml")
     group.addoption("--mnist-arch-data", metavar="DIR", default=None,
-                    help=f"folder containing MNIST/raw/ for the training items (default: ${DATA_ENV}, "
+                    help="folder containing MNIST/raw/ for the training items (default: $MNIST_ARCH_DATA, "
                          "else `data` in [tool.mnist-arch])")
 
 
@@ -127,6 +124,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for line in state["training"]:
             terminalreporter.write_line(line)
     if state and state["file"] is not None and not state["collected"]:
+        from mnist_arch.project import TABLE
+
         terminalreporter.write_line(
             f"mnist-arch: {state['file']} declares models in [{TABLE}], but this run did not collect their "
             "items (single tests were selected, or they were deselected). Run `pytest pyproject.toml` (or a "
@@ -144,12 +143,14 @@ class ComplianceFile(pytest.File):
     def collect(self):
         from mnist_arch.errors import MnistArchError
         from mnist_arch.isolate import expect_training
-        from mnist_arch.project import judge_all, parse_project, read_table, table_may_train
+        from mnist_arch.jobs import judge_all
+        from mnist_arch.project import mnist_root, parse_project, read_table, table_data, table_may_train
 
         try:
             table = read_table(self.path)
-            self.table_data = table.get("data") if isinstance(table, dict) else None
-            if table_may_train(table) and not _training_unavailable(self.data_root()):
+            # where MNIST is, read before the table is parsed: parsing may start the fork server
+            self.data_root = mnist_root(self.config.getoption("mnist_arch_data"), table_data(self.path, table))
+            if table_may_train(table) and not _training_unavailable(self.data_root):
                 expect_training()  # before parse_project, whose registry read may start the fork server
             self.project = parse_project(self.path, table)
         except MnistArchError as exc:
@@ -157,21 +158,6 @@ class ComplianceFile(pytest.File):
         verdicts = judge_all(self.project, self.project.models)  # each in its own worker, two at a time
         for model, verdict in zip(self.project.models, verdicts, strict=True):
             yield ModelNode.from_parent(self, name=model.name, model=model, verdict=verdict)
-
-    def data_root(self) -> Path | None:
-        """--mnist-arch-data, else $MNIST_ARCH_DATA, else `data` in the table (relative to pyproject.toml),
-        else mnist_arch.data's default folder."""
-        chosen = self.config.getoption("mnist_arch_data") or os.environ.get(DATA_ENV)
-        if chosen:
-            return Path(chosen)
-        if isinstance(self.table_data, str) and self.table_data:  # read before the table is parsed
-            return self.path.parent.resolve() / self.table_data
-        try:
-            from mnist_arch.data import resolve_data_root
-
-            return Path(resolve_data_root(None))
-        except (ImportError, TypeError):  # the data module is not there (or changed): no default
-            return None
 
 
 class ModelNode(pytest.Collector):
@@ -192,13 +178,14 @@ class ModelNode(pytest.Collector):
         for check in report.checks:
             yield CheckItem.from_parent(self, name=check.id, check=check)
         if "quick" in self.model.spec.recipes:
-            from mnist_arch.project import training_recipe
+            from mnist_arch.jobs import training_recipe
 
             recipe = training_recipe(self.model, "quick", report.final_activation)
             item = TrainingItem.from_parent(self, name="train.min_accuracy", recipe=recipe,
+                                            final_activation=report.final_activation,
                                             default_loss=self.model.loss is None)
             item.add_marker(pytest.mark.training)
-            missing = _training_unavailable(self.parent.data_root())
+            missing = _training_unavailable(self.parent.data_root)
             if missing:
                 item.add_marker(pytest.mark.skip(reason=missing))
             yield item
@@ -255,20 +242,18 @@ class TrainingItem(_Item):
     """Trains the model with its quick recipe (in an isolated worker) and compares the test accuracy with
     the declared threshold. The accuracy reached and the seconds taken are reported, passing or not."""
 
-    def __init__(self, *, recipe, default_loss: bool, **kwargs):
+    def __init__(self, *, recipe, final_activation: str | None, default_loss: bool, **kwargs):
         super().__init__(**kwargs)
-        self.recipe, self.default_loss = recipe, default_loss
+        self.recipe, self.final_activation, self.default_loss = recipe, final_activation, default_loss
 
     def runtest(self):
         from mnist_arch.errors import MnistArchError
-        from mnist_arch.isolate import run_isolated
-        from mnist_arch.project import train_declared, worker_options
+        from mnist_arch.jobs import train_runs
 
-        node, project = self.parent, self.parent.parent.project
+        node, table = self.parent, self.parent.parent
         try:
-            result = run_isolated(node.name, train_declared, node.model, "quick", self.recipe, 0, None, "auto", None,
-                                  str(self.parent.parent.data_root()), None, None, None,
-                                  timeout=project.train_timeout, **worker_options(project, node.model))
+            (result,) = train_runs(table.project, node.model, "quick", (0,), final_activation=self.final_activation,
+                                   data_dir=str(table.data_root))
         except MnistArchError as exc:
             raise ComplianceFailure(str(exc)) from None
         loss = f"{self.recipe.loss}{' (the default for its output)' if self.default_loss else ''}"
@@ -280,6 +265,8 @@ class TrainingItem(_Item):
 
 def _training_unavailable(root: Path | None) -> str | None:
     """Why a training item cannot run here (skipped at collection), or None."""
+    from mnist_arch.project import DATA_ENV, TABLE
+
     if root is None or not (root / "MNIST" / "raw").is_dir():
         return (f"no MNIST copy{f' at {root}/MNIST/raw' if root else ''}: pass --mnist-arch-data DIR, set "
                 f"{DATA_ENV}, or set data = \"DIR\" in [{TABLE}] (DIR must contain MNIST/raw/)")
@@ -291,8 +278,7 @@ def _forward_benchmark(benchmark, request):
     in an isolated worker; each timed call runs enough forward passes there (at least 64 images) that the
     round trip to the worker is a small part of it, and `extra_info` holds images per second."""
     from mnist_arch.errors import MnistArchError
-    from mnist_arch.isolate import Worker
-    from mnist_arch.project import forward_repeats, load_for_forward, run_forwards, worker_options
+    from mnist_arch.jobs import forward_repeats, load_for_forward, run_forwards, worker_for
 
     node = request.node.parent
     project = node.parent.project
@@ -300,7 +286,7 @@ def _forward_benchmark(benchmark, request):
     repeats = forward_repeats(batch)
     broken = None
     try:
-        with Worker(node.name, project.timeout, **worker_options(project, node.model)) as worker:
+        with worker_for(project, node.model) as worker:
             worker.call(load_for_forward, node.model, batch)
             real = (request.config.getoption("benchmark_only", False)
                     or request.config.getoption("benchmark_enable", False))

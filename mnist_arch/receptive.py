@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mnist_arch.checks import Call, _first_tensor, example_input, record_calls
+from mnist_arch.trace import Call, example_input, first_tensor, record_calls
 
 # ---------------------------------------------------------------------------------------------
 # Results: plain picklable data
@@ -537,7 +537,7 @@ def _public(state: _State | str, image: tuple[int, ...]) -> ReceptiveField:
 
 
 @dataclass
-class Trace:
+class FieldTrace:
     """One recorded training-mode forward pass: every call, each named module's outputs (one per call
     of the module) and the receptive field of every tensor made from the input."""
 
@@ -547,11 +547,11 @@ class Trace:
     image: tuple[int, ...]
 
     def field_of(self, value: Any) -> ReceptiveField | None:
-        t = _first_tensor(value)
+        t = first_tensor(value)
         return None if t is None else self.fields.get(id(t))
 
 
-def trace(model: nn.Module, input_shape: Iterable[int], name: str = "model") -> Trace:
+def trace_fields(model: nn.Module, input_shape: Iterable[int], name: str = "model") -> FieldTrace:
     """Run `model` once on a fixed batch of two (training-mode batch norm needs more than one value
     per channel) and compute the receptive field of everything it made."""
     input_shape = tuple(input_shape)
@@ -570,22 +570,22 @@ def trace(model: nn.Module, input_shape: Iterable[int], name: str = "model") -> 
             h.remove()
     image = input_shape[1:]
     fields = {key: _public(s, image) for key, s in _propagate(calls, x).items()}
-    return Trace(calls, outputs, fields, image)
+    return FieldTrace(calls, outputs, fields, image)
 
 
 def receptive_fields(model: nn.Module, input_shape: Iterable[int] = (1, 28, 28)) -> dict[str, ReceptiveField | None]:
     """The receptive field of every named module's output ('' is the model); None for a module that did
     not run or returned no tensor. A module called twice reports its first call."""
-    t = trace(model, input_shape)
+    t = trace_fields(model, input_shape)
     return {n: t.field_of(t.outputs[n][0]) if n in t.outputs else None for n, _ in model.named_modules()}
 
 
-def _last_conv(model: nn.Module, t: Trace) -> tuple[str, ReceptiveField] | None:
+def _last_conv(model: nn.Module, t: FieldTrace) -> tuple[str, ReceptiveField] | None:
     convs = [c for c in t.calls if c.name in _CONVS]
     if not convs:
         return None
-    out = _first_tensor(convs[-1].out)
-    names = [n for n, outs in t.outputs.items() if any(_first_tensor(o) is out for o in outs)]
+    out = first_tensor(convs[-1].out)
+    names = [n for n, outs in t.outputs.items() if any(first_tensor(o) is out for o in outs)]
     modules = dict(model.named_modules())
     names.sort(key=lambda n: ("Conv" not in type(modules[n]).__name__, -n.count(".")))  # the conv module itself
     label = names[0] if names else f"{convs[-1].name} call {t.calls.index(convs[-1]) + 1}"
@@ -596,7 +596,7 @@ def last_conv_receptive_field(model: nn.Module, input_shape: Iterable[int] = (1,
                               ) -> tuple[str, ReceptiveField] | None:
     """(name, field) of the output of the last convolution that ran; the name is its module's (or
     'conv2d call N' for a functional one). None when no convolution ran."""
-    return _last_conv(model, trace(model, input_shape))
+    return _last_conv(model, trace_fields(model, input_shape))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,7 +616,7 @@ def receptive_field_checks(model: nn.Module, input_shape: Iterable[int], min_rec
     layer_rfs = dict(layer_rfs or {})
     if min_receptive_field is None and not layer_rfs:
         return []
-    t = trace(model, input_shape, name)
+    t = trace_fields(model, input_shape, name)
     checks = []
     if min_receptive_field is not None:
         limit = min_receptive_field

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from mnist_arch.errors import MnistArchError
 from mnist_arch.spec import Spec
+
+if TYPE_CHECKING:  # the references import torch when they are first needed (`_ensure_loaded`), not before
+    import torch.nn as nn
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _SPECS: dict[str, Spec] = {}
@@ -64,3 +66,15 @@ def builder_target(name: str) -> str:
     _known(name)
     builder = _BUILDERS[name]
     return f"{builder.__module__}:{builder.__name__}"
+
+
+def declarations() -> list[tuple[str, str, Spec, str | None]]:
+    """Every registered model as (name, builder target, spec, the loss of its recipe): plain records, from
+    which `mnist_arch.project` makes its declarations. Importing this module imports no torch; calling this
+    does (the references), so a process without torch yet calls it in a worker (`project.registered_models_here`)."""
+    models = []
+    for name in list_models():
+        spec = get_spec(name)
+        recipe = spec.recipes.get("full") or spec.recipes.get("quick")
+        models.append((name, builder_target(name), spec, recipe.loss if recipe else None))
+    return models

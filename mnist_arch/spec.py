@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,14 +248,20 @@ def parse_seconds(value: Any, key: str, where: str) -> float:
     return float(value)
 
 
+def check_table(data: Any, where: str, allowed: Iterable[str], may_set: str, word: str = "field") -> Mapping[str, Any]:
+    """`data` when it is a table whose keys are all `allowed`; else one paragraph naming `where`, the keys
+    that are not, and what the table may set (`may_set`). Every TOML table we read is checked here first."""
+    if not isinstance(data, Mapping):
+        raise MnistArchError(f"{where} must be a table, found {data!r}.")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise MnistArchError(f"{where}: unknown {word}(s) {', '.join(map(repr, unknown))}; {may_set}.")
+    return data
+
+
 def parse_spec_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Validate a TOML-like mapping of spec fields, naming `where` (a file) in every error."""
-    unknown = sorted(set(data) - set(_FILE_FIELDS))
-    if unknown:
-        raise MnistArchError(
-            f"{where}: unknown field(s) {', '.join(repr(k) for k in unknown)}; "
-            f"a spec may set {', '.join(_FILE_FIELDS)}."
-        )
+    check_table(data, where, _FILE_FIELDS, f"a spec may set {', '.join(_FILE_FIELDS)}")
     return {key: _convert(_FILE_FIELDS[key], key, value, where) for key, value in data.items()}
 
 
@@ -288,12 +294,7 @@ _RECIPE_FIELDS = ("min_accuracy", "lr", "label_smoothing", *_RECIPE_COUNTS, *REC
 def parse_recipe_fields(data: Any, where: str, defaults: Mapping[str, Any]) -> Recipe:
     """A Recipe from a TOML-like table over `defaults`, naming `where` in every error.
     min_accuracy has no default: a threshold is the point of declaring a recipe."""
-    if not isinstance(data, Mapping):
-        raise MnistArchError(f"{where} must be a table, found {data!r}.")
-    unknown = sorted(set(data) - set(_RECIPE_FIELDS))
-    if unknown:
-        raise MnistArchError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; the table may set "
-                             f"{', '.join(_RECIPE_FIELDS)}.")
+    check_table(data, where, _RECIPE_FIELDS, f"the table may set {', '.join(_RECIPE_FIELDS)}")
     if "min_accuracy" not in data:
         raise MnistArchError(f"{where} needs min_accuracy, the test accuracy to reach (a fraction, e.g. 0.95).")
     for key, value in data.items():

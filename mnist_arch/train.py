@@ -217,7 +217,7 @@ def _step_mult_adds(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ..
     """Forward multiply-accumulates of one training step (batch x one image's, torchinfo's convention;
     0 when unknown). The recorded pass leaves the model and the random number generators as they were,
     so a seed repeats its run whether or not the threads were chosen."""
-    from mnist_arch.checks import count_mult_adds
+    from mnist_arch.trace import count_mult_adds
 
     try:
         with torch.random.fork_rng(devices=[]):

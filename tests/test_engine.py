@@ -4,10 +4,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mnist_arch.checks import check_model, count_parameters, layer_output_shapes
+from mnist_arch.checks import check_model
 from mnist_arch.errors import MnistArchError
 from mnist_arch.loader import load_model
 from mnist_arch.spec import Layer, Spec
+from mnist_arch.trace import count_parameters, layer_output_shapes
 
 ALL = frozenset({"batchnorm", "dropout", "gap", "fc"})
 
@@ -171,8 +172,8 @@ def test_mult_adds_from_calls_equal_torchinfo(name):
     same convention, where torchinfo can see the model."""
     import torchinfo
 
-    from mnist_arch.checks import count_mult_adds
     from mnist_arch.registry import create_model
+    from mnist_arch.trace import count_mult_adds
 
     model = create_model(name)
     expected = torchinfo.summary(model, input_size=(1, 1, 28, 28), verbose=0, mode="eval").total_mult_adds
@@ -181,7 +182,7 @@ def test_mult_adds_from_calls_equal_torchinfo(name):
 
 def test_mult_adds_of_functional_layers_count():
     """torchinfo sees no module with weights here and reports 0; the calls show the work."""
-    from mnist_arch.checks import count_mult_adds
+    from mnist_arch.trace import count_mult_adds
     from tests.user_models.hostile.nets import Functional
 
     # conv 8*(9+1) weights and biases x 26*26 outputs; linear 8*10+10

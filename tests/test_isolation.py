@@ -78,8 +78,9 @@ def test_one_broken_model_does_not_hide_the_others(capsys):
 def test_layers_built_on_the_first_call_are_counted():
     import torch
 
-    from mnist_arch.checks import check_model, count_parameters
+    from mnist_arch.checks import check_model
     from mnist_arch.spec import Spec
+    from mnist_arch.trace import count_parameters
     from tests.user_models.hostile.nets import BuildsOnFirstCall
 
     model = BuildsOnFirstCall()
