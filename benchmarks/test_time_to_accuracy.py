@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_arch import get_spec, list_models
+from mnist_arch import list_models
 
 TARGET = 0.99
 NAME = "micro_cnn"
@@ -106,7 +106,6 @@ def test_quick_beside_a_busy_process(real_timing, mnist_root, name):
 
     real_timing.pedantic(one_round, rounds=BUSY_ROUNDS, iterations=1)
     quiet, busy = statistics.median(times["quiet"]), statistics.median(times["busy"])
-    threshold = get_spec(name).recipes["quick"].min_accuracy
     threads = {"quiet": [r["threads"] for r in runs[0::2]], "busy": [r["threads"] for r in runs[1::2]]}
     real_timing.extra_info.update(quiet_seconds=[round(t, 2) for t in times["quiet"]],
                                   busy_seconds=[round(t, 2) for t in times["busy"]], ratio=round(busy / quiet, 2),
@@ -116,4 +115,4 @@ def test_quick_beside_a_busy_process(real_timing, mnist_root, name):
     print(f"\n{name} quick, whole process: alone {quiet:.1f} s ({shown['quiet']} thread(s)), beside one busy "
           f"process {busy:.1f} s ({shown['busy']} thread(s)): {busy / quiet:.2f}x "
           f"(medians of {BUSY_ROUNDS} alternating rounds)")
-    assert all(r["test_accuracy"] >= threshold for r in runs)
+    assert all(r["passed"] for r in runs)  # the threshold of the recipe as it ran here (fp32 without native bf16)

@@ -7,6 +7,7 @@
     python benchmarks/train_step.py phases micro_cnn
     python benchmarks/train_step.py batchnorm micro_cnn
     python benchmarks/train_step.py precision micro_cnn bn_dropout_cnn slim_cnn wide_cnn parallel_cnn
+    python benchmarks/train_step.py stand-ins
 
 `profile`: a markdown table of where a step's time goes (torch.profiler self time grouped into
 convolutions, batch norm, pooling, activations, dropout, augmentation, the optimizer, dtype casts,
@@ -21,7 +22,8 @@ variant's set-up time. `phases`: one whole run of the recipe in this fresh proce
 phase (imports, data, model, threads, optimizer, training, evaluation): a markdown table. `batchnorm`:
 each batch norm layer's forward and backward on bf16 input, contiguous against channels_last. `precision`:
 each model's step as declared, in fp32 and in fp32 contiguous, on this CPU and under the stand-in for a CPU
-without native bf16 (`NO_BF16`), one thread, fresh processes. Every command times the recipe as the trainer
+without native bf16 (`NO_BF16`), one thread, fresh processes. `stand-ins`: what torch and the trainer's rule
+answer under each environment that caps the CPU's instructions. Every command times the recipe as the trainer
 runs it on this CPU (`mnist_arch.train.fit_recipe`), `speed --as-declared` as declared.
 Threads default to the trainer's choice (`mnist_arch.train.choose_threads`), which takes two only under
 OMP_WAIT_POLICY=PASSIVE: the command line sets it, so prefix a command here with it to match a
@@ -119,7 +121,7 @@ def profile(args) -> None:
         group = next((g for g, keys in GROUPS if any(k in event.key for k in keys)), "other operators")
         groups[group] = groups.get(group, 0.0) + event.self_cpu_time_total / 1e3 / args.steps
     groups["Python and waiting"] = max(0.0, wall_ms - sum(groups.values()))
-    recipe = get_spec(args.name).recipes[args.recipe]
+    recipe = fit_recipe(get_spec(args.name).recipes[args.recipe])[0]
     print(f"{args.name} `{args.recipe}` step: batch {batch_size}, {recipe.precision}"
           f"{', channels_last' if recipe.channels_last else ''}, {recipe.optimizer}, {threads} thread(s): "
           f"{wall_ms:.1f} ms per step ({batch_size / wall_ms * 1e3:,.0f} images/s under the profiler)\n")
@@ -172,12 +174,34 @@ def ablation(args) -> None:
 NO_BF16 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
+#: The environments of the stand-in table (docs/training.md): none, each variable alone, both, and AVX-512
+#: without its bf16 instructions.
+STAND_INS = [{}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"}, NO_BF16,
+             {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}]
+
+
+def stand_ins(args) -> None:
+    """What torch and the trainer's rule (`native_bf16`) answer under each environment of `STAND_INS`, each in
+    a fresh process (the variables are read when torch loads): a markdown table."""
+    probe = ("import torch; from mnist_arch.train import native_bf16; print(torch.backends.cpu.get_cpu_capability(), "
+             "torch.ops.mkldnn._is_mkldnn_bf16_supported(), native_bf16('cpu'))")
+    print("| environment | `get_cpu_capability()` | `_is_mkldnn_bf16_supported()` | `train.native_bf16('cpu')` |\n"
+          "| --- | --- | --- | --- |")
+    for env in STAND_INS:
+        out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True,
+                             check=True).stdout.split()
+        label = " ".join(f"`{k}={v}`" for k, v in env.items()) or "none"
+        print(f"| {label} | {out[0]} | {out[1]} | {out[2]} |")
+
+
 def precision(args) -> None:
-    """Each model's step as declared, in fp32, and in fp32 without channels_last, on this CPU and under the
-    no-bf16 stand-in, each a fresh process at the recipe's batch size and one thread: a markdown table."""
+    """Each model's step as declared, in fp32, and in fp32 without channels_last, on this CPU, under the no-bf16
+    stand-in and with oneDNN capped at AVX-512 without its bf16 instructions (where it still answers that bf16
+    is supported, and emulates it), each a fresh process at the recipe's batch size and one thread: a
+    markdown table."""
     variants = [("as declared", ["--as-declared"]), ("fp32", ["--set", "precision='fp32'"]),
                 ("fp32, contiguous", ["--set", "precision='fp32'", "--set", "channels_last=False"])]
-    machines = [("this CPU", {}), ("no-bf16 stand-in", NO_BF16)]
+    machines = [("this CPU", {}), ("no-bf16 stand-in", NO_BF16), ("AVX-512, oneDNN's bf16", STAND_INS[-1])]
     print("| model | declared | " + " | ".join(f"{m}: {v} img/s" for m, _ in machines for v, _ in variants)
           + " | stand-in: fp32 / as declared |\n| --- | --- |" + " ---: |" * (len(machines) * len(variants) + 1))
     for name in args.names:
@@ -267,7 +291,7 @@ def batchnorm(args) -> None:
 def phases(args) -> None:
     """Where one run of a recipe spends its seconds, in this fresh process, phase by phase in the order
     `mnist-arch train` meets them (its worker is forked from a process that has done the imports)."""
-    recipe = get_spec(args.name).recipes[args.recipe]
+    recipe = fit_recipe(get_spec(args.name).recipes[args.recipe])[0]  # as the trainer runs it on this CPU
     rows = [("import torch", _TORCH - _STARTED), ("import the engine and the references", _ENGINE - _TORCH)]
 
     def timed(label: str, func: Callable):
@@ -304,11 +328,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {"profile": profile, "speed": speed, "contention": contention, "ablation": ablation, "phases": phases,
-                "batchnorm": batchnorm, "precision": precision}
+                "batchnorm": batchnorm, "precision": precision, "stand-ins": stand_ins}
     for command in commands:
         p = sub.add_parser(command)
         several = command in ("contention", "ablation", "precision")
-        p.add_argument("names" if several else "name", nargs="+" if several else None)
+        if command != "stand-ins":
+            p.add_argument("names" if several else "name", nargs="+" if several else None)
         p.add_argument("--recipe", default="quick")
         p.add_argument("--data-dir")
         p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
@@ -326,7 +351,7 @@ def main() -> None:
             p.add_argument("--spin-counts", nargs="*", type=int, default=[], metavar="N",
                            help="also two threads under the default policy with GOMP_SPINCOUNT=N")
     args = parser.parse_args()
-    if not getattr(args, "names", None):
+    if hasattr(args, "set"):
         args.set = dict(args.set or [])
     commands[args.command](args)
 

@@ -33,9 +33,10 @@ Work and the limit. Achieved FLOP/s = 2 x mult-adds per image x images/s, mult-a
 `mnist_arch.trace.count_mult_adds` (torchinfo's convention: layers with weights only). A training
 step counts 3x the forward work (the backward pass is about twice the forward). The practical peak is
 measured in the same run (`measure_peaks`): a square matmul (2048 on the CPU, 8192 on CUDA) in fp32
-and in bf16, and the bandwidth of a large tensor copy. Fraction of peak = achieved / the peak of the
-row's dtype. (On CUDA, PyTorch lets cuDNN use TF32 for fp32 convolutions by default while the fp32
-matmul peak is true fp32, so an fp32 convolution row can approach or exceed "1.0".)
+and, where the device computes it natively, in bf16, and the bandwidth of a large tensor copy. Fraction of
+peak = achieved / the peak of the row's dtype (none for a bf16 row where bf16 is emulated). (On CUDA,
+PyTorch lets cuDNN use TF32 for fp32 convolutions by default while the fp32 matmul peak is true fp32, so
+an fp32 convolution row can approach or exceed "1.0".)
 
 What bounds a row (`classify`), a heuristic with a stated rule:
   1. "launch overhead": the same model and path run at least `OVERHEAD_RATIO` (2x) more images/s at
@@ -118,7 +119,7 @@ def parse_path(text: str) -> str:
 
 def default_paths(device: str | torch.device) -> tuple[str, ...]:
     """The paths measured unless others are asked for: bf16 only where the device computes it natively
-    (`mnist_arch.train.native_bf16`; emulated bf16 is 4-20x slower than fp32, a path nobody would take)."""
+    (`mnist_arch.train.native_bf16`; emulated bf16 is 3.8-20x slower than fp32, a path nobody would take)."""
     paths = CUDA_PATHS if torch.device(device).type == "cuda" else CPU_PATHS
     return paths if native_bf16(device) else tuple(p for p in paths if p != "bf16")
 
@@ -666,8 +667,9 @@ def _row_label(row: Row) -> str:
 def _measured(blank: Row, how: tuple, prepare_row: Callable[..., Prepared], *args: Any, **kwargs: Any) -> Row:
     """The row `prepare_row(*args, **kwargs)` measures (`how`: measure's min_time, peaks and work); or
     `blank` with the reason it was skipped (the path cannot run here) or failed (our set-up, a
-    `MnistArchError` that names the recipe field, or the model's code), so that one row that cannot run
-    does not take the others with it. A model that exits or hangs still ends its worker."""
+    `MnistArchError` that names the recipe field; or an exception from the forward pass or the measuring
+    around it, reported as it was raised), so that one row that cannot run does not take the others with
+    it. A model that exits or hangs still ends its worker."""
     min_time, peaks, work = how
     try:
         return measure(prepare_row(*args, **kwargs), min_time, peaks, work=work)
@@ -675,9 +677,9 @@ def _measured(blank: Row, how: tuple, prepare_row: Callable[..., Prepared], *arg
         return dataclasses.replace(blank, skipped=str(exc))
     except MnistArchError as exc:
         return dataclasses.replace(blank, error=str(exc))
-    except Exception as exc:
+    except Exception as exc:  # the model's forward pass or our measuring around it: not told apart, not blamed
         first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
-        return dataclasses.replace(blank, error=f"the model's code raised {type(exc).__name__}: {first}".rstrip(": "))
+        return dataclasses.replace(blank, error=f"{type(exc).__name__}: {first}".rstrip(": "))
 
 
 # ---------------------------------------------------------------------------------------------

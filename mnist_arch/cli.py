@@ -129,6 +129,8 @@ def _cmd_check(args) -> int:
 
     changes = _check_changes(args)
     project = load_project()
+    if args.require_table:
+        project.require_table()
     results = judge_all(project, _models(args, project), changes, timeout=args.timeout)
     reports = [r for r in results if not isinstance(r, MnistArchError)]
     errors = [str(r) for r in results if isinstance(r, MnistArchError)]  # the others are still judged
@@ -143,7 +145,10 @@ def _cmd_check(args) -> int:
 
 def _cmd_diff(args) -> int:
     from mnist_arch.diff import FORMATS, diff_against
+    from mnist_arch.project import load_project
 
+    if args.require_table:
+        load_project().require_table()
     diff = diff_against(args.base, timeout=args.timeout)
     print(FORMATS[args.format](diff), end="" if args.format == "markdown" else "\n")
     return 0 if diff.passed else 1
@@ -267,7 +272,8 @@ def _add_init_parser(sub) -> None:
                         "train five seeds now and take the threshold rule's answer (the worst minus the spread)")
     p.add_argument("--epochs", type=_count, metavar="N", help="epochs of that training (default 1)")
     p.add_argument("--data-dir", metavar="DIR",
-                   help="for --min-accuracy auto: the folder holding MNIST/raw/ (default: $MNIST_ARCH_DATA)")
+                   help="for --min-accuracy auto: the folder holding MNIST/raw/ (default: $MNIST_ARCH_DATA, else "
+                        "the user's cache, downloaded there when a network answers)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--action", metavar="OWNER/REPO@REF",
                         help="the workflow installs mnist-arch with its GitHub Action from that repository, pinned to "
@@ -282,6 +288,8 @@ def _add_init_parser(sub) -> None:
 # --- end of init ------------------------------------------------------------------------------
 
 
+_REQUIRE_TABLE_HELP = ("exit 2 unless a pyproject.toml here or above declares models in [tool.mnist-arch] "
+                       "(without one, check judges the five reference architectures): for hooks and CI")
 _TIMEOUT_HELP = ("seconds a model may spend in one phase (import, build, forward) before it is stopped "
                  "(default: timeout in [tool.mnist-arch], else 120)")
 
@@ -333,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=_count, metavar="K")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS", help=_TIMEOUT_HELP)
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    p.add_argument("--require-table", action="store_true", help=_REQUIRE_TABLE_HELP)
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("train", help="train a declared or registered model with its recipe on real MNIST")
@@ -360,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a model may spend in one phase (import, build, forward) before it is stopped, on "
                         "both sides (default: each side's own timeout in [tool.mnist-arch], else 120)")
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    p.add_argument("--require-table", action="store_true", help=_REQUIRE_TABLE_HELP)
     p.set_defaults(func=_cmd_diff)
 
     p = sub.add_parser("badge", help="the README's workflow badge, derived from the git remote")
@@ -378,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--paths", metavar="P,P,...",
                    help="eager, channels_last, bf16, compile, cuda_graphs, or '+'-joined combinations "
-                        "(default: eager,channels_last,bf16,compile, plus cuda_graphs on CUDA)")
+                        "(default: eager,channels_last,bf16,compile, plus cuda_graphs on CUDA; bf16 only where the "
+                        "device computes it natively)")
     p.add_argument("--min-time", type=_seconds, default=0.5, metavar="S",
                    help="time each row for at least S seconds (and at least 3 calls)")
     p.add_argument("--train", action="store_true", help="also time one training step per model")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from mnist_arch.errors import MnistArchError
+from mnist_arch.errors import MnistArchError, ours
 from mnist_arch.isolate import Worker, expect_training, note, phase
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class TrainRequest:
 
     model: Declared
     recipe_name: str = "quick"
-    final_activation: str | None = None  # the model's output, where known: the loss follows it (`training_recipe`)
+    final_activation: str | None = None  # the model's output: the loss follows it (`training_recipe`)
     seed: int = 0
     epochs: int | None = None  # the recipe's unless given
     device: str = "auto"
@@ -109,15 +109,18 @@ def train_runs(project: Project, model: Declared, recipe_name: str = "quick", se
     """One training run per seed, each in a fresh worker (so each repeats alone whatever ran before it):
     what `mnist-arch train`, the plugin's training item and `init --min-accuracy auto` run. The loss follows
     the model's output where the declaration names none (`training_recipe`): `final_activation` where the
-    caller has judged the model already, else the worker records it before training. `on_note` gets each
-    epoch's line, `on_result` each seed's result as its run ends; `request`: the other fields of
-    `TrainRequest`."""
+    caller has judged the model already, else it is judged first. `on_note` gets each epoch's line,
+    `on_result` each seed's result as its run ends; `request`: the other fields of `TrainRequest` (MNIST
+    from `project.mnist_root()` unless `data_dir` is given)."""
     if model.error:
         raise MnistArchError(model.error)
     if recipe_name not in model.spec.recipes:
         raise MnistArchError(f"{model.name} ({model.source}) declares no {recipe_name!r} recipe; it has "
                              f"{', '.join(model.spec.recipes) or 'none'}.")
     expect_training()  # before the fork server starts, where this process starts it here
+    if model.loss is None and final_activation is None:  # judged in a worker of its own, at the check's limit
+        final_activation = judge(project, model).final_activation
+    request.setdefault("data_dir", str(project.mnist_root()))
     results = []
     for seed in seeds:
         with worker_for(project, model, training=True, timeout=timeout, on_note=on_note) as worker:
@@ -144,6 +147,7 @@ def bench_project(project: Project, models: Sequence[Declared], batch_sizes: Seq
     from mnist_arch import bench
 
     weights = dict(weights or {})
+    data_dir = data_dir or str(project.mnist_root())  # the accuracy batch: MNIST's test images where they are
     names = [m.name for m in models]
     for name, checkpoint in weights.items():
         if name not in names:
@@ -200,18 +204,10 @@ def train_declared(request: TrainRequest) -> TrainResult:
 
     model = request.model
     device = resolve_device(request.device)
-    data = load_mnist(request.data_dir, device=device)
+    data = ours(f"loading MNIST from {request.data_dir} onto {device}", load_mnist, request.data_dir, device)
     torch.manual_seed(request.seed)  # the initial weights too: a seed repeats the whole run
     built = load_model(model.target)
-    final = request.final_activation
-    if model.loss is None and final is None:  # the loss follows the output: record one forward pass
-        from mnist_arch.checks import final_activation
-        from mnist_arch.trace import example_input, record_calls
-
-        phase("forward")
-        with torch.random.fork_rng(devices=[]):  # the seeded run draws what it would have drawn without it
-            final = final_activation(*record_calls(built, example_input(2, model.spec.input_shape), model.name))
-    recipe = training_recipe(model, request.recipe_name, final)
+    recipe = training_recipe(model, request.recipe_name, request.final_activation)
     phase("train")
 
     def on_epoch(e) -> None:
@@ -225,9 +221,10 @@ def train_declared(request: TrainRequest) -> TrainResult:
     if request.plots:
         from mnist_arch.plots import save_plots
 
-        save_plots(result, data.test_images, data.test_labels, request.plots)
+        ours(f"drawing the plots into {request.plots}", save_plots, result, data.test_images, data.test_labels,
+             request.plots)
     if request.save:
-        save_checkpoint(request.save, built, model.spec, result)
+        ours(f"saving the checkpoint to {request.save}", save_checkpoint, request.save, built, model.spec, result)
     return replace(result, test_predictions=None)  # the plots are drawn; the parent never needs torch
 
 
@@ -247,7 +244,7 @@ def _built(model: Declared, weights: str | None = None):
         with torch.no_grad():
             built.eval()(example_input(1, model.spec.input_shape))
     if weights is not None:
-        load_weights(built, model.name, weights)
+        ours(f"loading the weights of {weights} into {model.name}", load_weights, built, model.name, weights)
     return Subject(model.name, built, tuple(model.spec.input_shape), model.spec)
 
 

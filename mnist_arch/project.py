@@ -18,7 +18,8 @@ registered model (`model = "micro_cnn"`) and override its spec.
     [tool.mnist-arch.models.net.train]
     min_accuracy = 0.98             # optional quick training threshold
 
-Everything here is plain data; models are only ever built inside an isolated worker (`judge`).
+Everything here is plain data, and nothing imports torch; models are only ever built inside an isolated
+worker (`mnist_arch.jobs`), and the registry read there where this process has no torch yet.
 """
 
 from __future__ import annotations
@@ -93,6 +94,16 @@ class Project:
     @property
     def where(self) -> str:
         return f"{self.path} [{TABLE}]" if self.path else "the mnist-arch registry"
+
+    def require_table(self) -> None:
+        """For hooks and CI (`--require-table`): a project without a table of its own would judge our five
+        reference architectures and pass, whatever the user's model does."""
+        if self.path is None:
+            raise MnistArchError(
+                f"No pyproject.toml in {self.root} or any folder above it declares models in [{TABLE}], and "
+                "--require-table was given. Run from the folder of the pyproject.toml that declares your models (a "
+                "pre-commit hook runs at the repository's root; the action's working-directory input says where), "
+                "or declare them there with `mnist-arch init --model PATH.py:ATTR`.")
 
     def mnist_root(self, explicit: str | Path | None = None) -> Path:
         """Where this project's faces look for MNIST (`mnist_root`, with the table's `data`)."""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mnist_arch.data import MNIST, normalize, random_affine
-from mnist_arch.errors import MnistArchError
+from mnist_arch.errors import MnistArchError, ours
 from mnist_arch.runs import Epoch, TrainResult
 from mnist_arch.spec import RECIPE_CHOICES, Recipe
 
@@ -47,22 +47,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+#: CPU flags of the instructions that compute bf16 (`torch.cpu.get_capabilities()`, read from the hardware).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
+
+
 def native_bf16(device: str | torch.device) -> bool:
-    """Whether `device` computes bf16 natively. On a CPU, oneDNN's own answer (AVX-512 BF16, AMX or
-    AVX-NE-CONVERT; without them it emulates bf16, 4-20x slower than fp32, docs/training.md); on CUDA,
-    compute capability 8.0 or newer (torch's answer without counting emulation)."""
+    """Whether `device` computes bf16 natively. On a CPU: oneDNN says so (`_is_mkldnn_bf16_supported`, which
+    honours ONEDNN_MAX_CPU_ISA) and the CPU has one of `BF16_CPU_FLAGS` (some oneDNN builds answer yes for any
+    AVX-512 CPU and emulate bf16 there); without them bf16 is emulated, 3.8-20x slower than fp32 in issue 19's
+    measurements (docs/training.md). On CUDA: compute capability 8.0 or newer (Ampere on)."""
     device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        except TypeError:  # torch before 2.4 counts no emulation
-            return bool(torch.cuda.is_bf16_supported())
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # a build without oneDNN
-            return False
-    return False
+    if device.type == "cuda":  # asked about CUDA where there is none (the paths bench would take there): no
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type != "cpu":
+        return False
+    try:
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+    capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch 2.5 and newer
+    if capabilities is None:
+        return onednn
+    return onednn and any(capabilities().get(flag) for flag in BF16_CPU_FLAGS)
 
 
 def _hardware(device: torch.device) -> str:
@@ -78,17 +84,21 @@ def fit_recipe(recipe: Recipe, device: str | torch.device = "cpu") -> tuple[Reci
     and `bench --train` all train through it).
 
     A bf16 precision is a measured speed-up where the hardware computes bf16 natively (docs/training.md:
-    1.6-3x on the CPUs with AVX-512 BF16 or AMX that the recipes were measured on); elsewhere it is
-    emulated, 4-20x slower than fp32, so the recipe trains in fp32 with its `fp32_changes` (a smaller
+    1.8-2.8x on a CPU with AVX-512 BF16 and AMX, `benchmarks/train_step.py precision`); elsewhere it is
+    emulated, 3.8-20x slower than fp32, so the recipe trains in fp32 with its `fp32_changes` (a smaller
     subset and its own threshold where the fp32 seeds call for them). The memory layout and the optimizer
     stay as declared (channels_last is faster in fp32 too; threads: `choose_threads`)."""
     device = torch.device(device)
+    if recipe.precision not in RECIPE_CHOICES["precision"]:
+        raise MnistArchError(f"Recipe precision {recipe.precision!r} is not one of "
+                             f"{', '.join(RECIPE_CHOICES['precision'])}.")
     if recipe.precision == "fp32":
         return recipe, "fp32"
     if native_bf16(device):
         return recipe, f"{recipe.precision} ({_hardware(device)} computes bf16 natively)"
-    return recipe.in_fp32(), (f"fp32, not the declared {recipe.precision}: {_hardware(device)} has no native bf16"
-                              + (" (the recipe's fp32_changes apply)" if recipe.fp32_changes else ""))
+    fitted = recipe_call("fp32_changes", recipe, recipe.in_fp32)
+    return fitted, (f"fp32, not the declared {recipe.precision}: {_hardware(device)} has no native bf16"
+                    + (" (the recipe's fp32_changes apply)" if recipe.fp32_changes else ""))
 
 
 def detect_collapse(predictions: torch.Tensor, num_classes: int = 10) -> dict | None:
@@ -179,19 +189,26 @@ class RecipeError(MnistArchError):
 
 
 def recipe_call(field: str, recipe: Recipe, func: Callable, *args):
-    """`func(*args)`, run by us for the recipe's `field`: whatever it raises is reported as ours."""
-    try:
-        return func(*args)
-    except MnistArchError:
-        raise
-    except Exception as exc:
-        value = getattr(recipe, field, None)
-        shown = {"optimizer": f"{value!r} with {dict(recipe.optimizer_kwargs)}",
-                 "schedule": f"{value!r} with {dict(recipe.schedule_kwargs)}"}.get(field, repr(value))
-        first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
-        raise RecipeError(f"mnist-arch's own training set-up failed, not the model's code: the recipe's {field} "
-                          f"({shown}) raised {type(exc).__name__}: {first}. Check that field of the recipe; if it "
-                          f"is right, the fault is mnist-arch's or this torch's ({torch.__version__}).") from None
+    """`func(*args)`, run by us for the recipe's `field`: whatever it raises is reported as ours, naming the
+    field (`errors.ours`)."""
+    value = getattr(recipe, field, None)
+    shown = {"optimizer": f"{value!r} with {dict(recipe.optimizer_kwargs)}",
+             "schedule": f"{value!r} with {dict(recipe.schedule_kwargs)}",
+             "precision": f"{value!r}, channels_last={recipe.channels_last}"}.get(field, repr(value))
+    return ours(f"the recipe's {field} ({shown})", func, *args, error=RecipeError,
+                advice=f" Check that field of the recipe; if it is right, the fault is mnist-arch's or this torch's "
+                       f"({torch.__version__}).")
+
+
+def class_scores(out: object) -> torch.Tensor:
+    """The model's output when it is what a training loss takes, one tensor of shape [batch, classes]; else the
+    model's fault, said as such (a tuple, or a [N, 10, 1, 1] head that was never flattened)."""
+    if isinstance(out, torch.Tensor) and out.dim() == 2:
+        return out
+    what = (f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor)
+            else f"a {type(out).__name__}")
+    raise MnistArchError(f"The model's output is {what}, and training needs one tensor of shape [batch, classes]: "
+                         "return only the class scores (flatten a [N, C, 1, 1] head, drop extra outputs).")
 
 
 def compute_loss(recipe: Recipe, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -343,7 +360,7 @@ def optimize(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe,
     backward, optimizer step; the loss and the output, detached. The forward and backward passes are the
     model's code; the loss and the optimizer step are ours (`RecipeError` when they raise)."""
     with _autocast(recipe, x.device):
-        out = model(x)
+        out = class_scores(model(x))
     loss = recipe_call("loss", recipe, compute_loss, recipe, out, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -361,7 +378,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recip
     total_loss, predictions = 0.0, []
     for i in range(0, len(images), batch_size):
         with _autocast(recipe, device):
-            out = model(_inputs(images[i : i + batch_size], recipe))
+            out = class_scores(model(_inputs(images[i : i + batch_size], recipe)))
         loss = recipe_call("loss", recipe, compute_loss, recipe, out, labels[i : i + batch_size])
         total_loss += loss.item() * len(out)
         predictions.append(out.argmax(1))

@@ -250,6 +250,11 @@ def test_pre_commit_hook_runs_as_pre_commit_runs_it(installed, tmp_path):
     (repo / "pyproject.toml").write_text((repo / "pyproject.toml").read_text().replace("20000", "5000"))
     failing = installed.run(*_hook_entry(), cwd=repo)
     assert failing.returncode == 1 and "params.below" in failing.stdout, output(failing)
+    # Where no table is found (a project in a subfolder, the hook at the repository's root) the hook fails
+    # instead of judging our reference architectures and passing.
+    (tmp_path / "bare").mkdir()
+    nowhere = installed.run(*_hook_entry(), cwd=tmp_path / "bare")
+    assert nowhere.returncode == 2 and "--require-table was given" in nowhere.stderr, output(nowhere)
 
 
 def test_init_pip_line_installs_without_an_edit(installed, wheel, tmp_path):

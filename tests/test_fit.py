@@ -6,6 +6,7 @@ own set-up is reported as ours, naming the recipe field, never as the model's co
 import dataclasses
 import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -51,6 +52,7 @@ def _in_a_fresh_process(script: str, env: dict[str, str]) -> dict:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the stand-in caps x86 ISAs")
 def test_without_native_bf16_every_quick_recipe_trains_in_fp32():
     """Under the stand-in, oneDNN says no native bf16, and every quick recipe trains in fp32 with its fp32
     threshold; bench leaves bf16 out of its default paths and its peak."""
@@ -87,13 +89,18 @@ def test_with_native_bf16_the_declared_precision_is_kept(monkeypatch):
                            "natively)"), name
 
 
-def test_this_cpu_is_asked_what_it_has():
-    """Without the stand-in the answer is oneDNN's for this CPU: bf16 where it is native (this machine or
-    another), fp32 where it is not; either way the quick tier follows it."""
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+@pytest.mark.parametrize("onednn, flags, native", [
+    (True, {"avx512_bf16": True}, True), (True, {"amx_bf16": True}, True), (True, {"avx_ne_convert": True}, True),
+    (True, {"avx512f": True, "avx512bw": True}, False),  # an AVX-512 CPU without bf16 (Skylake to Ice Lake)
+    (False, {"avx512_bf16": True}, False),  # oneDNN capped (the stand-in) or unable
+])
+def test_a_cpu_computes_bf16_natively_where_onednn_and_its_flags_both_say_so(monkeypatch, onednn, flags, native):
+    """Some oneDNN builds answer yes for any AVX-512 CPU and emulate bf16 there: the CPU's own flags must say so
+    too. oneDNN's answer alone stays decisive for no, so that ONEDNN_MAX_CPU_ISA makes the stand-in."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
     assert train.native_bf16("cpu") is native
-    fitted = fit_recipe(get_spec("wide_cnn").recipes["quick"])[0]
-    assert fitted.precision == ("bf16_weights" if native else "fp32")
+    assert fit_recipe(get_spec("wide_cnn").recipes["quick"])[0].precision == ("bf16_weights" if native else "fp32")
 
 
 def test_fp32_changes_apply_only_where_bf16_is_not_native(monkeypatch):
@@ -108,18 +115,19 @@ def test_fp32_changes_apply_only_where_bf16_is_not_native(monkeypatch):
     assert fit_recipe(plain) == (plain, "fp32")  # an fp32 recipe is never changed, fp32_changes or not
 
 
-@pytest.mark.parametrize("supported, precision", [(True, "bf16_weights"), (False, "fp32")])
-def test_cuda_is_asked_for_native_bf16_without_emulation(monkeypatch, supported, precision):
-    """torch.cuda.is_bf16_supported() counts emulation by default (a T4 says yes); the rule asks without it.
-    No GPU needed: CUDA's answers are stood in for."""
+@pytest.mark.parametrize("capability, name, precision", [((9, 0), "NVIDIA H200", "bf16_weights"),
+                                                          ((7, 5), "Tesla T4", "fp32")])
+def test_cuda_computes_bf16_natively_from_compute_capability_8(monkeypatch, capability, name, precision):
+    """Ampere (8.0) and newer compute bf16; a T4 (7.5) emulates it, though torch.cuda.is_bf16_supported() says
+    yes there by default. The device asked about is the one given. No GPU needed: CUDA's answers are stood in."""
     asked = []
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: asked.append(including_emulation) or supported)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    fitted, setting = fit_recipe(BF16, "cuda")
-    assert asked == [False] and fitted.precision == precision
-    assert setting == ("bf16_weights (this GPU (Tesla T4) computes bf16 natively)" if supported else
-                       "fp32, not the declared bf16_weights: this GPU (Tesla T4) has no native bf16 (the recipe's "
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    fitted, setting = fit_recipe(BF16, "cuda:1")
+    assert asked == [torch.device("cuda:1")] and fitted.precision == precision
+    assert setting == (f"bf16_weights (this GPU ({name}) computes bf16 natively)" if precision != "fp32" else
+                       f"fp32, not the declared bf16_weights: this GPU ({name}) has no native bf16 (the recipe's "
                        "fp32_changes apply)")
 
 
@@ -235,7 +243,7 @@ def test_a_failing_set_up_names_the_recipe_field(small, changes, field, raised):
     with pytest.raises(MnistArchError) as info:
         train_model(create_model("micro_cnn"), recipe, small, threads=1, progress=False)
     message = str(info.value)
-    assert message.startswith(f"mnist-arch's own training set-up failed, not the model's code: the recipe's {field} "
+    assert message.startswith(f"mnist-arch's own set-up failed, not the model's code: the recipe's {field} "
                               f"raised {raised}: "), message
     assert "Check that field of the recipe" in message and "\n" not in message
 
@@ -248,7 +256,7 @@ def test_a_failing_optimizer_step_is_ours(small, monkeypatch, fresh_kernels):
 
     monkeypatch.setitem(train.OPTIMIZERS, "sgd", BrokenStep)
     recipe = dataclasses.replace(BF16, optimizer="sgd", precision="fp32")
-    with pytest.raises(MnistArchError, match=r"^mnist-arch's own training set-up failed, not the model's code: the "
+    with pytest.raises(MnistArchError, match=r"^mnist-arch's own set-up failed, not the model's code: the "
                                              r"recipe's optimizer \('sgd' with \{\}\) raised RuntimeError: the kernel "
                                              r"is not there\. Check"):
         train_model(create_model("micro_cnn"), recipe, small, threads=1, progress=False)
@@ -292,7 +300,7 @@ def test_the_plugins_training_item_reports_our_failure_as_ours(refusing_project,
                            "training", f"--mnist-arch-data={mnist_root}"], cwd=refusing_project, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout[-3000:]
-    assert "mnist-arch's own training set-up failed, not the model's code: the recipe's optimizer" in proc.stdout
+    assert "mnist-arch's own set-up failed, not the model's code: the recipe's optimizer" in proc.stdout
     assert "Traceback" not in proc.stdout
 
 
@@ -301,9 +309,9 @@ def test_bench_reports_the_row_that_cannot_run_and_prints_the_others(refusing_pr
     captured = capsys.readouterr()
     assert code == 2, captured.err
     assert captured.out.count("net             forward eager") == 2  # both forward rows are measured
-    assert "net             train   train" in captured.out and "error: mnist-arch's own training set-up failed" \
+    assert "net             train   train" in captured.out and "error: mnist-arch's own set-up failed" \
         in captured.out
-    assert "mnist-arch bench: Model net: the training step failed: mnist-arch's own training set-up failed, not " \
+    assert "mnist-arch bench: Model net: the training step failed: mnist-arch's own set-up failed, not " \
            "the model's code: the recipe's optimizer ('adam' with {'momentum': 0.9}) raised TypeError" \
            in captured.err
 
@@ -321,4 +329,34 @@ def test_the_markdown_table_of_seeds_says_what_they_ran_at_and_which_side_of_the
     side = "below" if worst >= 0.8 else "above"
     assert f"declared threshold 80.00% ({abs(worst - 0.8) * 100:.2f} points {side} the worst seed)" in table
     assert "(fp32, not the declared bf16_weights: " in table
+
+
+class TwoOutputs(torch.nn.Module):
+    """Logits and an auxiliary tensor: the check's output shape looks at the first tensor only, the loss cannot."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)), x.mean()
+
+
+def test_an_output_no_loss_can_take_is_named_as_the_models(small):
+    recipe = dataclasses.replace(BF16, precision="fp32")
+    with pytest.raises(MnistArchError, match=r"^The model's output is a tuple, and training needs one tensor of shape "
+                                             r"\[batch, classes\]"):
+        train_model(TwoOutputs(), recipe, small, threads=1, progress=False)
+    head = torch.nn.Sequential(torch.nn.Conv2d(1, 10, 28), torch.nn.AdaptiveAvgPool2d(1))  # never flattened
+    with pytest.raises(MnistArchError, match=r"a tensor of shape \[64, 10, 1, 1\]"):
+        train_model(head, recipe, small, threads=1, progress=False)
+
+
+def test_saving_is_ours_too(mnist_root, tmp_path, capsys):
+    code = main(["train", "micro_cnn", "--time-budget", "0.5", "--device", "cpu", "--data-dir", str(mnist_root),
+                 "--save", str(tmp_path / "no-such-folder" / "micro.pt")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert (f"mnist-arch's own set-up failed, not the model's code: saving the checkpoint to "
+            f"{tmp_path / 'no-such-folder' / 'micro.pt'} raised ") in err, err
 

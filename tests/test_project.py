@@ -135,3 +135,16 @@ def test_summary_of_a_declared_model(repo, capsys):
     layers = {row["name"]: row for row in json.loads(out)["layers"]}
     assert code == 0 and layers[""]["params"] == 90 and layers["conv"]["params"] == 40
     assert layers["conv"]["receptive_field"]["size"] == [3, 3] and layers[""]["receptive_field"]["whole"]
+
+
+def test_require_table_refuses_a_folder_without_one(tmp_path_factory, monkeypatch, capsys, repo):
+    """For hooks and CI: without a table, `check` would judge our five reference architectures and pass."""
+    code, out, _ = run(capsys, "check", "--require-table", "net")  # inside the repository: its table
+    assert code in (0, 1) and "net" in out  # judged (0 or 1), not refused (2)
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # outside the repository: no pyproject.toml above
+    monkeypatch.chdir(elsewhere)
+    for command in (["check", "--require-table"], ["diff", "--require-table", "--base", "HEAD"]):
+        code, out, err = run(capsys, *command)
+        assert code == 2 and out == "", (command, out)
+        assert f"No pyproject.toml in {elsewhere} or any folder above it declares models in [tool.mnist-arch], and " \
+               "--require-table was given." in err and "Traceback" not in err
