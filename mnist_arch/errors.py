@@ -14,16 +14,18 @@ class MnistArchError(Exception):
     """
 
 
-def ours(what: str, func: Callable[..., Any], *args: Any, advice: str = "",
+def ours(what: str | Callable[[], str], func: Callable[..., Any], *args: Any, advice: str = "",
          error: type[MnistArchError] = MnistArchError) -> Any:
     """`func(*args)`, a step of mnist-arch's own inside a worker (`what` says which, as "the recipe's
-    optimizer (...)" or "saving the checkpoint to x.pt"). Whatever it raises becomes one paragraph that puts
-    the fault where it is, instead of the worker's "the model's code raised" for any exception."""
+    optimizer (...)" or "saving the checkpoint to x.pt"; a function giving it where the step runs every
+    training step, so that the words are made only when something raised). Whatever it raises becomes one
+    paragraph that puts the fault where it is, instead of the worker's "the model's code raised"."""
     try:
         return func(*args)
     except MnistArchError:
         raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
-        raise error(f"mnist-arch's own set-up failed, not the model's code: {what} raised {type(exc).__name__}: "
+        said = what() if callable(what) else what
+        raise error(f"mnist-arch's own set-up failed, not the model's code: {said} raised {type(exc).__name__}: "
                     f"{first}.{advice}") from None

@@ -17,6 +17,7 @@ read our own registry (`registry.declarations`) where torch is not imported yet.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -262,7 +263,7 @@ _FORWARD: dict[str, Any] = {}  # the worker's prepared forward pass, between cal
 
 def forward_repeats(batch_size: int) -> int:
     """Forward passes per timed call: at least 64 images, so the worker round trip stays small."""
-    return max(1, -(-64 // batch_size))
+    return max(1, math.ceil(64 / batch_size))
 
 
 def load_for_forward(model: Declared, batch_size: int) -> None:

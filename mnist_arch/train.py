@@ -71,10 +71,15 @@ def native_bf16(device: str | torch.device) -> bool:
     return onednn and any(capabilities().get(flag) for flag in BF16_CPU_FLAGS)
 
 
+def _known_precision(recipe: Recipe) -> None:
+    choices = RECIPE_CHOICES["precision"]
+    if recipe.precision not in choices:
+        raise MnistArchError(f"Recipe precision {recipe.precision!r} is not one of {', '.join(choices)}.")
+
+
 def _hardware(device: torch.device) -> str:
     if device.type == "cpu":
-        capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
-        return f"this CPU{f' ({capability})' if capability else ''}"
+        return f"this CPU ({torch.backends.cpu.get_cpu_capability()})"
     return f"this GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"device {device}"
 
 
@@ -89,9 +94,7 @@ def fit_recipe(recipe: Recipe, device: str | torch.device = "cpu") -> tuple[Reci
     subset and its own threshold where the fp32 seeds call for them). The memory layout and the optimizer
     stay as declared (channels_last is faster in fp32 too; threads: `choose_threads`)."""
     device = torch.device(device)
-    if recipe.precision not in RECIPE_CHOICES["precision"]:
-        raise MnistArchError(f"Recipe precision {recipe.precision!r} is not one of "
-                             f"{', '.join(RECIPE_CHOICES['precision'])}.")
+    _known_precision(recipe)
     if recipe.precision == "fp32":
         return recipe, "fp32"
     if native_bf16(device):
@@ -188,16 +191,21 @@ class RecipeError(MnistArchError):
     reported as the model's: the message names the recipe field whose code raised."""
 
 
+_RECIPE_ADVICE = (f" Check that field of the recipe; if it is right, the fault is mnist-arch's or this torch's "
+                  f"({torch.__version__}).")
+
+
 def recipe_call(field: str, recipe: Recipe, func: Callable, *args):
     """`func(*args)`, run by us for the recipe's `field`: whatever it raises is reported as ours, naming the
-    field (`errors.ours`)."""
-    value = getattr(recipe, field, None)
-    shown = {"optimizer": f"{value!r} with {dict(recipe.optimizer_kwargs)}",
-             "schedule": f"{value!r} with {dict(recipe.schedule_kwargs)}",
-             "precision": f"{value!r}, channels_last={recipe.channels_last}"}.get(field, repr(value))
-    return ours(f"the recipe's {field} ({shown})", func, *args, error=RecipeError,
-                advice=f" Check that field of the recipe; if it is right, the fault is mnist-arch's or this torch's "
-                       f"({torch.__version__}).")
+    field (`errors.ours`). Called several times a training step: the words are made only on a failure."""
+    def what() -> str:
+        value = getattr(recipe, field, None)
+        shown = {"optimizer": f"{value!r} with {dict(recipe.optimizer_kwargs)}",
+                 "schedule": f"{value!r} with {dict(recipe.schedule_kwargs)}",
+                 "precision": f"{value!r}, channels_last={recipe.channels_last}"}.get(field, repr(value))
+        return f"the recipe's {field} ({shown})"
+
+    return ours(what, func, *args, error=RecipeError, advice=_RECIPE_ADVICE)
 
 
 def class_scores(out: object) -> torch.Tensor:
@@ -330,9 +338,7 @@ def _inputs(images_u8: torch.Tensor, recipe: Recipe) -> torch.Tensor:
 def prepare_model(model: nn.Module, recipe: Recipe, device: str | torch.device = "cpu") -> nn.Module:
     """The model on `device`, in the recipe's memory layout (channels_last: NHWC weights) and, for
     "bf16_weights", in bf16 but for its batch norm layers."""
-    choices = RECIPE_CHOICES["precision"]
-    if recipe.precision not in choices:
-        raise MnistArchError(f"Recipe precision {recipe.precision!r} is not one of {', '.join(choices)}.")
+    _known_precision(recipe)
     model = model.to(device)
     if recipe.precision == "bf16_weights":
         model = model.to(torch.bfloat16)
