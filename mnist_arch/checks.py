@@ -271,8 +271,10 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
                 message = (f"none of {', '.join(options)} ran in a training-mode forward pass"
                            + "".join(near_miss(f, calls) for f in options))
             else:
-                message = f"none of {', '.join(options)}: " + "; ".join(
-                    f"{f}: {_said(f, calls, head)}" for f in options)
+                others = [f"{f}: {_said(f, calls, head)}" for f in options if f not in HEAD_FEATURES]
+                words = group & set(HEAD_FEATURES)
+                said = head.neither if words == set(HEAD_FEATURES) else f"{min(words)}: {head.said[min(words)]}"
+                message = f"none of {', '.join(options)}: " + "; ".join([said, *others])
             add(label, bool(seen), ", ".join(f"{f}: {_summarise(v)}" for f, v in seen.items()) or "none",
                 f"one of {', '.join(options)}", message)
         if spec.batchnorm_after_every_conv:

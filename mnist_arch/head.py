@@ -198,10 +198,11 @@ class _Flow:
 @dataclass
 class Head:
     """What the head does: `found[word]` the calls that show `gap` or `fc` (short names, for a measured
-    value), `said[word]` one sentence on why the word holds or not."""
+    value), `said[word]` one sentence on why the word holds or not, `neither` why neither holds."""
 
     found: dict[str, list[str]]
     said: dict[str, str]
+    neither: str  # why neither word holds, said once
 
 
 def judge_head(calls: list[Call], out: Any, x: torch.Tensor | None = None) -> Head:
@@ -210,14 +211,15 @@ def judge_head(calls: list[Call], out: Any, x: torch.Tensor | None = None) -> He
     target = first_tensor(out)
     none: dict[str, list[str]] = {"gap": [], "fc": []}
     if target is None:
-        return Head(none, dict.fromkeys(HEAD_FEATURES, "the model returned no tensor, so it has no head"))
+        why = "the model returned no tensor, so it has no head"
+        return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
     if _is_map(target):
         why = f"the output is a {_shape(target)} map, not one score per class, so there is no classifier head"
-        return Head(none, dict.fromkeys(HEAD_FEATURES, why))
+        return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
     start = flow.writer.get(id(target))
     if start is None:
         why = "no call the trace saw wrote the model's output, so its head cannot be followed"
-        return Head(none, dict.fromkeys(HEAD_FEATURES, why))
+        return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
 
     # Walk back from the output through vectors; a call that reads a spatial map is an entry of the head.
     region: set[int] = set()
@@ -236,7 +238,7 @@ def judge_head(calls: list[Call], out: Any, x: torch.Tensor | None = None) -> He
     entries.sort(key=lambda e: e[0])
     if not entries:
         why = "the output depends on no spatial map the trace saw, so there is no classifier head to judge"
-        return Head(none, dict.fromkeys(HEAD_FEATURES, why))
+        return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
 
     def entry(i: int, t: torch.Tensor, p: int | None) -> str:
         call, m = calls[i], flow.describe_map(t, p)
@@ -257,54 +259,56 @@ def judge_head(calls: list[Call], out: Any, x: torch.Tensor | None = None) -> He
         if call.name in _PRODUCTS and _is_fully_connected(call):
             return f"runs {_linear(call)} over the whole of {m}"
         result = f" to {_shape(out_t)}" if out_t is not None else ""
-        return f"reads {m} through {call.name}{result}{into}"
+        how = "indexing (x[...])" if call.name == "__getitem__" else call.name
+        return f"reads {m} through {how}{result}{into}"
 
     said_entries = "; and ".join(dict.fromkeys(entry(*e) for e in entries))
 
     # gap: every entry a global average pool
-    pools = [i for i, _, _ in entries if is_global_average_pool(calls[i])]
+    entry_calls = {i for i, _, _ in entries}
     not_pools = [e for e in entries if not is_global_average_pool(calls[e[0]])]
-    found = {"gap": [] if not_pools else [calls[i].name for i in dict.fromkeys(pools)], "fc": []}
-    if not not_pools:
-        said = {"gap": f"the classifier {said_entries}"}
-    else:
-        why = "; and ".join(dict.fromkeys(entry(*e) for e in not_pools))
-        said = {"gap": f"the classifier {why}, not a globally average-pooled map" + _elsewhere(
-            flow, region, {i for i, _, _ in entries}, is_global_average_pool, "global average pool")}
+    found = {"gap": [] if not_pools else [calls[i].name for i in sorted(entry_calls)], "fc": []}
+    not_gap = "; and ".join(dict.fromkeys(entry(*e) for e in not_pools))
+    pools_elsewhere = _elsewhere(flow, region, entry_calls, is_global_average_pool, "global average pool")
+    said = {"gap": f"the classifier {said_entries}" if not not_pools
+            else f"the classifier {not_gap}, not a globally average-pooled map{pools_elsewhere}"}
 
     # fc: a Linear over a vector in the head, or an entry that is a whole-map convolution
     fc = [i for i in sorted(region) if calls[i].name in _PRODUCTS and _is_fully_connected(calls[i])]
-    fc += [i for i, t, _ in entries if _whole_map_conv(calls[i], t)]
-    fc = sorted(set(fc))
+    fc = sorted({*fc, *(i for i, t, _ in entries if _whole_map_conv(calls[i], t))})
     found["fc"] = [calls[i].name for i in fc]
-    if fc:
-        parts = [f"{_linear(calls[i])}" if calls[i].name in _PRODUCTS else calls[i].name for i in fc]
-        said["fc"] = f"the head is fully connected ({', '.join(dict.fromkeys(parts))}): it {said_entries}"
-    else:
-        said["fc"] = f"the head has no fully connected layer: it {said_entries}" + _elsewhere(
-            flow, region, set(), lambda c: c.name in _PRODUCTS, "Linear")
-    return Head(found, said)
+    layers = ", ".join(dict.fromkeys(_linear(calls[i]) if calls[i].name in _PRODUCTS else calls[i].name for i in fc))
+    linears_elsewhere = _elsewhere(flow, region, set(), lambda c: c.name in _PRODUCTS, "Linear")
+    said["fc"] = (f"the head is fully connected: {layers}; it {said_entries}" if fc
+                  else f"the head has no fully connected layer: it {said_entries}{linears_elsewhere}")
+    neither = (f"the classifier {said_entries}: no global average pool on every path and no fully connected "
+               f"layer{pools_elsewhere}{linears_elsewhere}")
+    return Head(found, said, neither)
 
 
 def _elsewhere(flow: _Flow, region: set[int], entries: set[int], test, what: str) -> str:
-    """'; the only global average pool, adaptive_avg_pool2d in `se.pool`, runs off the head's path: ...' for
-    calls that pass `test` but are not part of the head ('' when there are none)."""
-    off = [i for i, c in enumerate(flow.calls) if test(c) and i not in region and i not in entries]
-    idle = [i for i in region if i not in entries and test(flow.calls[i]) and what != "Linear"]
+    """'; the only global average pool that ran, adaptive_avg_pool2d in `se.pool`, is off the head's path (...)'
+    for calls that pass `test` but are not part of the head ('' when there are none)."""
+    matches = [i for i, c in enumerate(flow.calls) if test(c)]
+    off = [i for i in matches if i not in region]
     notes = []
     if off:
         named = [f"{_linear(flow.calls[i]) if what == 'Linear' else flow.calls[i].name} {_where(flow.calls[i])}"
-                 for i in off[:3]]
-        more = f" and {len(off) - 3} more" if len(off) > 3 else ""
+                 for i in off[:3]] + ([f"{len(off) - 3} more"] if len(off) > 3 else [])
         gate = ""
         for j in flow.downstream(off[0]):
             t = first_tensor(flow.calls[j].out)
             if t is not None and _is_map(t):
-                gate = f" (its result feeds {flow.calls[j].name} on a {_shape(t)} map: a gate inside the network)"
+                gate = (f" ({'its' if len(off) == 1 else 'their'} result feeds {flow.calls[j].name} on a "
+                        f"{_shape(t)} map: a gate inside the network)")
                 break
-        lead = f"the only {what}, {named[0]}," if len(off) == 1 else \
-            f"every {what} ({', '.join(named)}{more})"
-        notes.append(f"{lead} runs off the head's path{gate}")
+        if len(off) < len(matches):
+            notes.append(f"{what} off the head's path: {', '.join(named)}{gate}")
+        elif len(off) == 1:
+            notes.append(f"the only {what} that ran, {named[0]}, is off the head's path{gate}")
+        else:
+            notes.append(f"every {what} that ran ({', '.join(named)}) is off the head's path{gate}")
+    idle = [i for i in matches if i in region and i not in entries and what != "Linear"]
     if idle:
         c = flow.calls[idle[0]]
         notes.append(f"{c.name} {_where(c)} pools a map that is already 1x1")
