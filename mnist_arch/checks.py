@@ -3,8 +3,9 @@
 Everything is computed from the model itself. It never imports `mnist_arch.models`: a user's model
 and ours go through the same door, `check_model`.
 
-Presence of batch norm, dropout, global average pooling and fully connected layers is judged by what
-runs in one real forward pass, recorded with a `TorchFunctionMode`. That sees functional calls
+Presence of batch norm and dropout is judged by what runs in one real forward pass, recorded with a
+`TorchFunctionMode`; `gap` and `fc` judge the classifier head on the data flow of the same pass
+(`mnist_arch.head`). That sees functional calls
 (`F.dropout`, `F.batch_norm`, `x.mean((2, 3))`) as well as modules, and survives data-dependent
 control flow that symbolic tracing cannot follow. We record at the functional level rather than the
 aten level because the aten view loses the meaning we judge: on CPU, `F.dropout` decomposes into
