@@ -74,10 +74,13 @@ def _dims(call: Call, x: torch.Tensor) -> set[int] | None:
     return {d % x.dim() for d in dims}
 
 
-def _covers(call: Call, x: torch.Tensor, kernel: Any) -> bool:
-    kernel = [kernel] * (x.dim() - 2) if isinstance(kernel, int) else list(kernel or [])
-    return len(kernel) == x.dim() - 2 and all(isinstance(k, int) and k >= n
-                                              for k, n in zip(kernel, x.shape[2:], strict=True))
+def _covers(x: torch.Tensor, kernel: Any) -> bool:
+    """Whether a pooling kernel (an int or one per spatial dim) spans the whole map."""
+    if isinstance(kernel, int):
+        kernel = [kernel] * (x.dim() - 2)
+    if not isinstance(kernel, (list, tuple)) or len(kernel) != x.dim() - 2:
+        return False
+    return all(isinstance(k, int) and k >= n for k, n in zip(kernel, x.shape[2:], strict=True))
 
 
 def is_global_average_pool(call: Call) -> bool:
@@ -89,7 +92,7 @@ def is_global_average_pool(call: Call) -> bool:
     if call.name.startswith("adaptive_avg_pool"):
         return all(s == 1 for s in out.shape[2:])
     if call.name.startswith("avg_pool"):
-        return all(s == 1 for s in out.shape[2:]) and _covers(call, x, call.arg(1, "kernel_size"))
+        return all(s == 1 for s in out.shape[2:]) and _covers(x, call.arg(1, "kernel_size"))
     if call.name == "mean":
         return _dims(call, x) == set(range(2, x.dim()))
     return False
@@ -102,7 +105,7 @@ def _is_other_global_pool(call: Call) -> bool:
     if call.name.startswith("adaptive_max_pool"):
         return all(s == 1 for s in out.shape[2:])
     if call.name.startswith("max_pool"):
-        return all(s == 1 for s in out.shape[2:]) and _covers(call, x, call.arg(1, "kernel_size"))
+        return all(s == 1 for s in out.shape[2:]) and _covers(x, call.arg(1, "kernel_size"))
     if call.name in ("amax", "max", "sum", "amin", "logsumexp"):
         return _dims(call, x) == set(range(2, x.dim()))
     return False
@@ -113,7 +116,9 @@ def _whole_map_conv(call: Call, x: torch.Tensor) -> bool:
     if call.name not in CONV_CALLS or out is None or not isinstance(weight, torch.Tensor):
         return False
     dilation = call.arg(5, "dilation", 1)
-    dilation = [dilation] * (x.dim() - 2) if isinstance(dilation, int) else list(dilation)
+    dilation = [dilation] * (x.dim() - 2) if isinstance(dilation, int) else dilation
+    if not isinstance(dilation, (list, tuple)):
+        return False
     reach = [(k - 1) * d + 1 for k, d in zip(weight.shape[2:], dilation, strict=False)]
     return all(s == 1 for s in out.shape[2:]) and len(reach) == x.dim() - 2 and all(
         r >= n for r, n in zip(reach, x.shape[2:], strict=True))
