@@ -40,6 +40,8 @@ _FLATTENS = {"flatten", "view", "reshape", "ravel", "squeeze", "view_as", "resha
 #: Calls whose other tensor arguments lend only a shape or a dtype.
 _SHAPE_ONLY = {"view_as", "reshape_as", "expand_as", "type_as"}
 _AVERAGES = ("avg_pool", "adaptive_avg_pool")
+#: Calls by which a branch's result scales a map: a gate (squeeze-excitation, attention).
+_GATES = {"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "addcmul", "div", "__truediv__"}
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -304,8 +306,9 @@ def _elsewhere(flow: _Flow, region: set[int], entries: set[int], test, what: str
         for j in flow.downstream(off[0]):
             t = first_tensor(flow.calls[j].out)
             if t is not None and _is_map(t):
+                what_for = ": a gate inside the network" if flow.calls[j].name in _GATES else ""
                 gate = (f" ({'its' if len(off) == 1 else 'their'} result feeds {flow.calls[j].name} on a "
-                        f"{_shape(t)} map: a gate inside the network)")
+                        f"{_shape(t)} map{what_for})")
                 break
         if len(off) < len(matches):
             notes.append(f"{what} off the head's path: {', '.join(named)}{gate}")
