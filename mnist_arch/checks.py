@@ -4,8 +4,8 @@ Everything is computed from the model itself. It never imports `mnist_arch.model
 and ours go through the same door, `check_model`.
 
 Presence of batch norm and dropout is judged by what runs in one real forward pass, recorded with a
-`TorchFunctionMode`; `gap` and `fc` judge the classifier head on the data flow of the same pass
-(`mnist_arch.head`). That sees functional calls
+`TorchFunctionMode`, and `gap` and `fc` by the classifier head in the data flow of the same pass
+(`mnist_arch.head`). That recording sees functional calls
 (`F.dropout`, `F.batch_norm`, `x.mean((2, 3))`) as well as modules, and survives data-dependent
 control flow that symbolic tracing cannot follow. We record at the functional level rather than the
 aten level because the aten view loses the meaning we judge: on CPU, `F.dropout` decomposes into
@@ -259,8 +259,8 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
         for feature in sorted(spec.require):
             seen = found[feature]
             add(f"require.{feature}", bool(seen), _summarise(seen) or "none", "present",
-                f"{feature}: {head.said[feature]}" if seen and feature in HEAD_FEATURES
-                else f"{feature}: found {_summarise(seen)}" if seen else f"{feature}: {_said(feature, calls, head)}")
+                f"{feature}: found {_summarise(seen)}" if seen and feature not in HEAD_FEATURES
+                else f"{feature}: {_said(feature, calls, head)}")
         for group in spec.require_any:
             options = sorted(group)
             seen = {f: found[f] for f in options if found[f]}
