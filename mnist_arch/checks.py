@@ -3,8 +3,9 @@
 Everything is computed from the model itself. It never imports `mnist_arch.models`: a user's model
 and ours go through the same door, `check_model`.
 
-Presence of batch norm, dropout, global average pooling and fully connected layers is judged by what
-runs in one real forward pass, recorded with a `TorchFunctionMode`. That sees functional calls
+Presence of batch norm and dropout is judged by what runs in one real forward pass, recorded with a
+`TorchFunctionMode`, and `gap` and `fc` by the classifier head in the data flow of the same pass
+(`mnist_arch.head`). That recording sees functional calls
 (`F.dropout`, `F.batch_norm`, `x.mean((2, 3))`) as well as modules, and survives data-dependent
 control flow that symbolic tracing cannot follow. We record at the functional level rather than the
 aten level because the aten view loses the meaning we judge: on CPU, `F.dropout` decomposes into
@@ -21,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from mnist_arch.errors import MnistArchError
+from mnist_arch.head import HEAD_FEATURES, Head, judge_head
 from mnist_arch.receptive import receptive_field_checks
 from mnist_arch.report import Check, Report
 from mnist_arch.spec import FEATURES, Spec
@@ -41,15 +43,10 @@ OUTPUT_BATCH_SIZES = (1, 2, 5)
 
 _DROPOUT_CALLS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
                   "feature_alpha_dropout", "feature_dropout"}
-_FC_CALLS = {"linear", "addmm", "mm", "matmul", "__matmul__", "bilinear"}
 
 
 # ---------------------------------------------------------------------------------------------
 # What ran
-
-
-def _spatial_dims(ndim: int) -> set[int]:
-    return set(range(2, ndim))
 
 
 def _is_dropout(call: Call) -> bool:
@@ -60,102 +57,53 @@ def _is_dropout(call: Call) -> bool:
     return bool(training) and isinstance(p, (int, float)) and p > 0
 
 
-def _is_gap(call: Call) -> bool:
-    x, out = call.input, first_tensor(call.out)
-    if x is None or out is None or x.dim() < 3:
-        return False
-    spatial = _spatial_dims(x.dim())
-    if call.name.startswith("adaptive_avg_pool"):
-        return all(s == 1 for s in out.shape[2:])
-    if call.name.startswith("avg_pool"):
-        kernel = call.arg(1, "kernel_size")
-        kernel = [kernel] * len(spatial) if isinstance(kernel, int) else list(kernel or [])
-        return all(s == 1 for s in out.shape[2:]) and all(
-            k >= n for k, n in zip(kernel, x.shape[2:], strict=False))
-    if call.name == "mean":
-        dims = call.arg(1, "dim")
-        if dims is None:
-            return False
-        dims = {dims} if isinstance(dims, int) else set(dims)
-        return {d % x.dim() for d in dims} == spatial
-    return False
-
-
-def _is_fc(call: Call) -> bool:
-    return call.name in _FC_CALLS
-
-
 _FEATURE_TESTS = {
     "batchnorm": lambda c: c.name == "batch_norm",
     "dropout": _is_dropout,
-    "gap": _is_gap,
-    "fc": _is_fc,
 }
 
 _FEATURE_WORDS = {
     "batchnorm": "batch norm (any BatchNorm module or F.batch_norm)",
     "dropout": "dropout (any Dropout variant or F.dropout*, p > 0)",
-    "gap": "global average pooling (adaptive pool to 1x1, mean over H and W, or an average pool "
-           "covering the whole map)",
-    "fc": "a fully connected layer (Linear, F.linear or a matrix product)",
 }
-
-
-def _spatial(t: torch.Tensor | None) -> str:
-    return "x".join(str(n) for n in t.shape[2:]) if t is not None and t.dim() > 2 else "?"
 
 
 _OTHER_NORMS = {"group_norm", "instance_norm", "layer_norm", "local_response_norm", "rms_norm", "normalize"}
 
 
 def near_miss(feature: str, calls: list[Call]) -> str:
-    """'; the closest that ran: ...' for a required feature that is missing, naming what did run and why it
-    does not count ('' when nothing came close)."""
+    """'; the closest that ran: ...' for a required batchnorm or dropout that is missing, naming what did run
+    and why it does not count ('' when nothing came close). `gap` and `fc` say what the head does instead
+    (`mnist_arch.head`)."""
     misses: list[str] = []
     for call in calls:
-        x, out = call.input, first_tensor(call.out)
-        if feature == "gap" and call.name.startswith(("avg_pool", "adaptive_avg_pool", "max_pool",
-                                                      "adaptive_max_pool")) and x is not None and x.dim() > 2:
-            if call.name.startswith("adaptive_max_pool") or (call.name.startswith("max_pool")
-                                                              and _spatial(out) == "x".join("1" * (x.dim() - 2))):
-                misses.append(f"{call.name} takes the maximum over a {_spatial(x)} map (global max pooling, "
-                              "not average)")
-            elif call.name.startswith("avg_pool"):
-                kernel = call.arg(1, "kernel_size")
-                k = "x".join(map(str, kernel)) if isinstance(kernel, (list, tuple)) else f"{kernel}x{kernel}"
-                misses.append(f"{call.name} with kernel {k} on a {_spatial(x)} map covers part of it (output "
-                              f"{_spatial(out)})")
-            elif call.name.startswith("adaptive_avg_pool"):
-                misses.append(f"{call.name} to {_spatial(out)} on a {_spatial(x)} map (not 1x1)")
-        elif feature == "gap" and call.name in ("mean", "sum", "amax", "max") and x is not None and x.dim() > 2:
-            dims = call.arg(1, "dim")
-            dims = {dims} if isinstance(dims, int) else set(dims or ())
-            if {d % x.dim() for d in dims} == _spatial_dims(x.dim()) and call.name != "mean":
-                misses.append(f"{call.name} over the spatial dims of a {_spatial(x)} map (global "
-                              f"{'max pooling' if call.name != 'sum' else 'sum pooling'}, not average)")
-            elif call.name == "mean":
-                misses.append(f"mean over dims {sorted(dims)} of a {tuple(x.shape)} tensor (not exactly the "
-                              "spatial dims)")
-        elif feature == "dropout" and call.name in _DROPOUT_CALLS and not _is_dropout(call):
+        if feature == "dropout" and call.name in _DROPOUT_CALLS and not _is_dropout(call):
             misses.append(f"{call.name} with p = {call.arg(1, 'p', 0.5)}"
                           + ("" if call.arg(2, "training", True) else " and training=False"))
         elif feature == "batchnorm" and call.name in _OTHER_NORMS:
             misses.append(f"{call.name}, a norm that is not batch norm")
-        elif feature == "fc" and call.name in CONV_CALLS and out is not None and _spatial(out) in ("1", "1x1"):
-            misses.append(f"{call.name} to a {_spatial(out)} map (a convolution, not a fully connected layer)")
     unique = list(dict.fromkeys(misses))
     return f"; the closest that ran: {'; '.join(unique[:3])}" if unique else ""
 
 
-def features_present(calls: list[Call]) -> dict[str, list[str]]:
-    """For each feature, the calls that showed it, e.g. {'dropout': ['dropout2d(p=0.15)']}."""
+def features_present(calls: list[Call], out: Any = None, head: Head | None = None) -> dict[str, list[str]]:
+    """For each feature, the calls that showed it, e.g. {'dropout': ['dropout2d(p=0.15)']}; `gap` and `fc`
+    from the head of the pass that returned `out` (`mnist_arch.head`)."""
     found: dict[str, list[str]] = {f: [] for f in FEATURES}
     for call in calls:
         for feature, test in _FEATURE_TESTS.items():
             if test(call):
                 detail = f"(p={call.arg(1, 'p', 0.5)})" if feature == "dropout" else ""
                 found[feature].append(call.name + detail)
+    found.update((head or judge_head(calls, out)).found)
     return found
+
+
+def _said(feature: str, calls: list[Call], head: Head) -> str:
+    """What the pass shows about a required feature, in words: why it holds or why not."""
+    if feature in HEAD_FEATURES:
+        return head.said[feature]
+    return f"no {_FEATURE_WORDS[feature]} ran in a training-mode forward pass" + near_miss(feature, calls)
 
 
 def final_activation(calls: list[Call], out: Any) -> str:
@@ -243,7 +191,8 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
     # The training-mode pass the presence checks judge, recorded now so that what it builds is counted too
     calls: list[Call] = []
     if not scripted:
-        calls, out = record_calls(model, example_input(2, spec.input_shape), name)
+        probe = example_input(2, spec.input_shape)
+        calls, out = record_calls(model, probe, name)
         counts.append(count_parameters(model)[0])
     params, trainable = count_parameters(model)
 
@@ -305,22 +254,30 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
     # What runs in a training-mode forward pass (the lints always look at it)
     final = None
     if not scripted:
-        found = features_present(calls)
+        head = judge_head(calls, out, probe)
+        found = features_present(calls, out, head)
         for feature in sorted(spec.require):
             seen = found[feature]
             add(f"require.{feature}", bool(seen), _summarise(seen) or "none", "present",
-                f"{feature}: found {_summarise(seen)}" if seen
-                else f"{feature}: no {_FEATURE_WORDS[feature]} ran in a training-mode forward pass"
-                + near_miss(feature, calls))
+                f"{feature}: found {_summarise(seen)}" if seen and feature not in HEAD_FEATURES
+                else f"{feature}: {_said(feature, calls, head)}")
         for group in spec.require_any:
             options = sorted(group)
             seen = {f: found[f] for f in options if found[f]}
             label = "require_any." + "|".join(options)
+            if seen:
+                message = f"one of {', '.join(options)}: found " + "; ".join(
+                    f"{f} ({_summarise(v)})" for f, v in seen.items())
+            elif group.isdisjoint(HEAD_FEATURES):
+                message = (f"none of {', '.join(options)} ran in a training-mode forward pass"
+                           + "".join(near_miss(f, calls) for f in options))
+            else:
+                others = [f"{f}: {_said(f, calls, head)}" for f in options if f not in HEAD_FEATURES]
+                words = group & set(HEAD_FEATURES)
+                said = head.neither if words == set(HEAD_FEATURES) else f"{min(words)}: {head.said[min(words)]}"
+                message = f"none of {', '.join(options)}: " + "; ".join([said, *others])
             add(label, bool(seen), ", ".join(f"{f}: {_summarise(v)}" for f, v in seen.items()) or "none",
-                f"one of {', '.join(options)}",
-                f"one of {', '.join(options)}: found " + "; ".join(f"{f} ({_summarise(v)})" for f, v in seen.items())
-                if seen else f"none of {', '.join(options)} ran in a training-mode forward pass"
-                + "".join(near_miss(f, calls) for f in options))
+                f"one of {', '.join(options)}", message)
         if spec.batchnorm_after_every_conv:
             convs = sum(1 for call in calls if call.name in CONV_CALLS)
             missing = convs_without_batchnorm(calls)

@@ -82,6 +82,7 @@ class Call:
     args: tuple
     kwargs: dict
     out: Any
+    module: str = ""  # the innermost named module whose forward made the call ('' the model's own forward)
 
     def arg(self, index: int, key: str, default: Any = None) -> Any:
         if len(self.args) > index:
@@ -97,12 +98,30 @@ class _Recorder(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[Call] = []
+        self.modules: list[str] = []  # the named modules whose forward is running, innermost last
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        self.calls.append(Call(getattr(func, "__name__", str(func)), args, kwargs, out))
+        module = self.modules[-1] if self.modules else ""
+        self.calls.append(Call(getattr(func, "__name__", str(func)), args, kwargs, out, module))
         return out
+
+    def watch(self, model: nn.Module) -> list:
+        """Hooks that keep `modules` current while `model` runs; a TorchScript module takes none (its calls
+        are named after the nearest plain module around them)."""
+        def leave(*_: Any) -> None:  # a hook's return value would replace the module's output
+            if self.modules:
+                self.modules.pop()
+
+        handles = []
+        for module_name, module in model.named_modules():
+            if isinstance(module, torch.jit.ScriptModule) or not module_name:
+                continue
+            handles.append(module.register_forward_pre_hook(
+                lambda *_, module_name=module_name: self.modules.append(module_name)))  # None: input unchanged
+            handles.append(module.register_forward_hook(leave, always_call=True))
+        return handles
 
 
 def record_calls(model: nn.Module, x: torch.Tensor, name: str = "model") -> tuple[list[Call], Any]:
@@ -118,10 +137,14 @@ def record_calls(model: nn.Module, x: torch.Tensor, name: str = "model") -> tupl
                 module._buffers[key] = b.detach().clone()  # the forward updates these copies in place
     was_training = model.training
     model.train()
+    recorder = _Recorder()
+    handles = recorder.watch(model)
     try:
-        with _Recorder() as recorder:
+        with recorder:
             out = run_forward(model, x, name)
     finally:
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
         for module, buffers in saved:  # put the originals back, whatever the forward did to them
             module._buffers.clear()

@@ -1,0 +1,323 @@
+"""The classifier head, judged from what runs: the `gap` and `fc` requirement words.
+
+The head is what lies between the last spatial maps and the output. It is found on the recorded calls of one
+forward pass (`mnist_arch.trace.record_calls`) by following data, not module definitions: each call reads
+the tensors the calls before it wrote (an in-place call writes its first argument again), and walking back
+from the output through tensors that are not spatial maps reaches the calls that read one: the head's
+entries. A spatial map is a tensor of three or more dimensions with more than one position (a 16x1x1 map is
+a vector of 16; a 16x7x7 map is a map).
+
+- `gap`: the classifier reads a globally average-pooled map. Every entry of the head is a global average
+  pool (adaptive average pooling to 1x1, an average pool whose kernel covers the map, a mean over exactly the
+  spatial dims); what follows it sees one position, so only per-position layers can follow (1x1
+  convolutions, Linear, batch norm, activations, dropout, flatten, view, softmax). A global max pool is not
+  an average and does not count.
+- `fc`: the head is fully connected: a Linear (or matrix product) in the head over a vector, such as a
+  flattened map or a pooled one, or an entry that is a convolution whose kernel covers its whole input map
+  (larger than 1x1) down to 1x1. A 1x1 convolution after a global pool is the usual GAP classifier, not FC.
+
+A pooling or Linear that runs before the last spatial maps, such as a squeeze-excitation gate whose result
+multiplies a map, is not in the head and counts for neither; failures name it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mnist_arch.trace import CONV_CALLS, Call, first_tensor
+
+#: The requirement words this module judges.
+HEAD_FEATURES = ("gap", "fc")
+
+#: Calls whose first argument is the data and whose other tensors are weights.
+_WEIGHTED = {*CONV_CALLS, "linear", "batch_norm", "instance_norm", "layer_norm", "group_norm", "prelu"}
+_PRODUCTS = {"linear", "matmul", "mm", "__matmul__", "addmm"}
+_FLATTENS = {"flatten", "view", "reshape", "ravel", "squeeze", "view_as", "reshape_as"}
+#: Calls whose other tensor arguments lend only a shape or a dtype.
+_SHAPE_ONLY = {"view_as", "reshape_as", "expand_as", "type_as"}
+_AVERAGES = ("avg_pool", "adaptive_avg_pool")
+#: Calls by which a branch's result scales a map: a gate (squeeze-excitation, attention).
+_GATES = {"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "addcmul", "div", "__truediv__"}
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return _tensors(list(value.values()))
+    return []
+
+
+def _is_map(t: torch.Tensor) -> bool:
+    return t.dim() >= 3 and math.prod(t.shape[2:]) > 1
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(str(n) for n in t.shape[1:]) or "scalar"
+
+
+def _spatial(t: torch.Tensor | None) -> str:
+    return "x".join(str(n) for n in t.shape[2:]) if t is not None and t.dim() > 2 else "?"
+
+
+def _dims(call: Call, x: torch.Tensor) -> set[int] | None:
+    dims = call.arg(1, "dim")
+    if dims is None or not isinstance(dims, (int, list, tuple)):
+        return None
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    return {d % x.dim() for d in dims}
+
+
+def _covers(x: torch.Tensor, kernel: Any) -> bool:
+    """Whether a pooling kernel (an int or one per spatial dim) spans the whole map."""
+    if isinstance(kernel, int):
+        kernel = [kernel] * (x.dim() - 2)
+    if not isinstance(kernel, (list, tuple)) or len(kernel) != x.dim() - 2:
+        return False
+    return all(isinstance(k, int) and k >= n for k, n in zip(kernel, x.shape[2:], strict=True))
+
+
+def is_global_average_pool(call: Call) -> bool:
+    """Adaptive average pooling to 1x1, an average pool covering the map, or a mean over exactly the spatial
+    dims."""
+    x, out = call.input, first_tensor(call.out)
+    if x is None or out is None or x.dim() < 3:
+        return False
+    if call.name.startswith("adaptive_avg_pool"):
+        return all(s == 1 for s in out.shape[2:])
+    if call.name.startswith("avg_pool"):
+        return all(s == 1 for s in out.shape[2:]) and _covers(x, call.arg(1, "kernel_size"))
+    if call.name == "mean":
+        return _dims(call, x) == set(range(2, x.dim()))
+    return False
+
+
+def _is_other_global_pool(call: Call) -> bool:
+    x, out = call.input, first_tensor(call.out)
+    if x is None or out is None or x.dim() < 3:
+        return False
+    if call.name.startswith("adaptive_max_pool"):
+        return all(s == 1 for s in out.shape[2:])
+    if call.name.startswith("max_pool"):
+        return all(s == 1 for s in out.shape[2:]) and _covers(x, call.arg(1, "kernel_size"))
+    if call.name in ("amax", "max", "sum", "amin", "logsumexp"):
+        return _dims(call, x) == set(range(2, x.dim()))
+    return False
+
+
+def _whole_map_conv(call: Call, x: torch.Tensor) -> bool:
+    out, weight = first_tensor(call.out), call.arg(1, "weight")
+    if call.name not in CONV_CALLS or out is None or not isinstance(weight, torch.Tensor):
+        return False
+    dilation = call.arg(5, "dilation", 1)
+    dilation = [dilation] * (x.dim() - 2) if isinstance(dilation, int) else dilation
+    if not isinstance(dilation, (list, tuple)):
+        return False
+    reach = [(k - 1) * d + 1 for k, d in zip(weight.shape[2:], dilation, strict=False)]
+    return all(s == 1 for s in out.shape[2:]) and len(reach) == x.dim() - 2 and all(
+        r >= n for r, n in zip(reach, x.shape[2:], strict=True))
+
+
+def _product_input(call: Call) -> torch.Tensor | None:
+    t = call.arg(1, "mat1") if call.name == "addmm" else call.input
+    return t if isinstance(t, torch.Tensor) else None
+
+
+def _is_fully_connected(call: Call) -> bool:
+    """A Linear or matrix product over a vector: every input position reaches every output."""
+    x = _product_input(call) if call.name in _PRODUCTS else None
+    return x is not None and x.dim() >= 2 and math.prod(x.shape[1:-1]) == 1
+
+
+def _linear(call: Call) -> str:
+    weight = call.arg(1, "weight") if call.name == "linear" else None
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return f"Linear({weight.shape[1]}, {weight.shape[0]})"
+    return call.name
+
+
+def _where(call: Call) -> str:
+    return f"in `{call.module}`" if call.module else "in the model's own forward"
+
+
+def _kernel(call: Call) -> str:
+    k = call.arg(1, "kernel_size")
+    return "x".join(map(str, k)) if isinstance(k, (list, tuple)) else f"{k}x{k}"
+
+
+@dataclass
+class _Flow:
+    """Who wrote each tensor each call read: `sources[i]` lists (writer index or None, tensor) for call i's
+    data inputs; `consumers[i]` the calls that read what call i wrote."""
+
+    calls: list[Call]
+    x: torch.Tensor | None
+    sources: list[list[tuple[int | None, torch.Tensor]]] = field(default_factory=list)
+    consumers: dict[int, list[int]] = field(default_factory=dict)
+    writer: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for i, call in enumerate(self.calls):
+            data_only = call.name in _WEIGHTED or call.name in _SHAPE_ONLY
+            read = _tensors(call.args[:1]) if data_only else _tensors((call.args, call.kwargs))
+            if call.name == "addmm":
+                read = _tensors(call.args[1:2])
+            seen = {id(t): t for t in read}.values()
+            self.sources.append([(self.writer.get(id(t)), t) for t in seen])
+            for p, _ in self.sources[-1]:
+                if p is not None:
+                    self.consumers.setdefault(p, []).append(i)
+            written = _tensors(call.out)
+            if call.name == "__setitem__" or (call.name.endswith("_") and not call.name.endswith("__")):
+                written += _tensors(call.args[:1])  # in place
+            written += _tensors(call.kwargs.get("out"))
+            for t in written:
+                self.writer[id(t)] = i
+
+    def describe_map(self, t: torch.Tensor, writer: int | None) -> str:
+        if writer is None and self.x is not None and t is self.x:
+            return f"the {_shape(t)} input"
+        origin = self.calls[writer] if writer is not None else None
+        if origin is not None and origin.name.startswith(_AVERAGES) and origin.input is not None:
+            how = f" with kernel {_kernel(origin)}" if origin.name.startswith("avg_pool") else ""
+            return f"a {_shape(t)} map (the output of {origin.name}{how} on a {_spatial(origin.input)} map)"
+        return f"a {_shape(t)} map"
+
+    def downstream(self, start: int, within: set[int] | None = None) -> list[int]:
+        """The calls that read, directly or not, what call `start` wrote, in call order."""
+        found, todo = set(), [start]
+        while todo:
+            for j in self.consumers.get(todo.pop(), []):
+                if j not in found and (within is None or j in within):
+                    found.add(j)
+                    todo.append(j)
+        return sorted(found)
+
+
+@dataclass
+class Head:
+    """What the head does: `found[word]` the calls that show `gap` or `fc` (short names, for a measured
+    value), `said[word]` one sentence on why the word holds or not, `neither` why neither holds."""
+
+    found: dict[str, list[str]]
+    said: dict[str, str]
+    neither: str  # why neither word holds, said once
+
+
+def judge_head(calls: list[Call], out: Any, x: torch.Tensor | None = None) -> Head:
+    """Judge `gap` and `fc` on one recorded forward pass (`x` the input it ran on, for messages)."""
+    flow = _Flow(calls, x)
+    target = first_tensor(out)
+    none: dict[str, list[str]] = {"gap": [], "fc": []}
+    if target is None:
+        why = "the model returned no tensor, so it has no head"
+        return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
+    if _is_map(target):
+        why = f"the output is a {_shape(target)} map, not one score per class, so there is no classifier head"
+        return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
+    start = flow.writer.get(id(target))
+    if start is None:
+        why = "no call the trace saw wrote the model's output, so its head cannot be followed"
+        return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
+
+    # Walk back from the output through vectors; a call that reads a spatial map is an entry of the head.
+    region: set[int] = set()
+    entries: list[tuple[int, torch.Tensor, int | None]] = []
+    todo = [start]
+    while todo:
+        i = todo.pop()
+        if i in region:
+            continue
+        region.add(i)
+        for p, t in flow.sources[i]:
+            if _is_map(t):
+                entries.append((i, t, p))
+            elif p is not None:
+                todo.append(p)
+    entries.sort(key=lambda e: e[0])
+    if not entries:
+        why = "the output depends on no spatial map the trace saw, so there is no classifier head to judge"
+        return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
+
+    def entry(i: int, t: torch.Tensor, p: int | None) -> str:
+        call, m = calls[i], flow.describe_map(t, p)
+        if is_global_average_pool(call):
+            how = f"mean over dims {sorted(_dims(call, t) or ())}" if call.name == "mean" else call.name
+            return f"average-pools {m} to 1x1 ({how})"
+        if _is_other_global_pool(call):
+            kind = {"sum": "sum", "logsumexp": "log-sum-exp", "amin": "min"}.get(call.name, "max")
+            return f"{kind}-pools {m} to 1x1 ({call.name}, a global {kind} pool, not an average)"
+        if _whole_map_conv(call, t):
+            k = "x".join(str(n) for n in call.arg(1, "weight").shape[2:])
+            return f"runs {call.name} with a {k} kernel over the whole of {m}"
+        linears = [j for j in flow.downstream(i, region) if calls[j].name in _PRODUCTS]
+        into = f" into {_linear(calls[linears[0]])}" if linears else ""
+        out_t = first_tensor(call.out)
+        if call.name in _FLATTENS and out_t is not None and out_t.dim() == 2:
+            return f"flattens {m}{into}"
+        if call.name in _PRODUCTS and _is_fully_connected(call):
+            return f"runs {_linear(call)} over the whole of {m}"
+        result = f" to {_shape(out_t)}" if out_t is not None else ""
+        how = "indexing (x[...])" if call.name == "__getitem__" else call.name
+        return f"reads {m} through {how}{result}{into}"
+
+    said_entries = "; and ".join(dict.fromkeys(entry(*e) for e in entries))
+
+    # gap: every entry a global average pool
+    entry_calls = {i for i, _, _ in entries}
+    not_pools = [e for e in entries if not is_global_average_pool(calls[e[0]])]
+    found = {"gap": [] if not_pools else [calls[i].name for i in sorted(entry_calls)], "fc": []}
+    not_gap = "; and ".join(dict.fromkeys(entry(*e) for e in not_pools))
+    pools_elsewhere = _elsewhere(flow, region, entry_calls, is_global_average_pool, "global average pool")
+    said = {"gap": f"the classifier {said_entries}" if not not_pools
+            else f"the classifier {not_gap}, not a globally average-pooled map{pools_elsewhere}"}
+
+    # fc: a Linear over a vector in the head, or an entry that is a whole-map convolution
+    fc = [i for i in sorted(region) if calls[i].name in _PRODUCTS and _is_fully_connected(calls[i])]
+    fc = sorted({*fc, *(i for i, t, _ in entries if _whole_map_conv(calls[i], t))})
+    found["fc"] = [calls[i].name for i in fc]
+    layers = ", ".join(dict.fromkeys(_linear(calls[i]) if calls[i].name in _PRODUCTS else calls[i].name for i in fc))
+    linears_elsewhere = _elsewhere(flow, region, set(), lambda c: c.name in _PRODUCTS, "Linear")
+    said["fc"] = (f"the head is fully connected: {layers}; it {said_entries}" if fc
+                  else f"the head has no fully connected layer: it {said_entries}{linears_elsewhere}")
+    neither = (f"the classifier {said_entries}: no global average pool on every path and no fully connected "
+               f"layer{pools_elsewhere}{linears_elsewhere}")
+    return Head(found, said, neither)
+
+
+def _elsewhere(flow: _Flow, region: set[int], entries: set[int], test, what: str) -> str:
+    """'; the only global average pool that ran, adaptive_avg_pool2d in `se.pool`, is off the head's path (...)'
+    for calls that pass `test` but are not part of the head ('' when there are none)."""
+    matches = [i for i, c in enumerate(flow.calls) if test(c)]
+    off = [i for i in matches if i not in region]
+    notes = []
+    if off:
+        named = [f"{_linear(flow.calls[i]) if what == 'Linear' else flow.calls[i].name} {_where(flow.calls[i])}"
+                 for i in off[:3]] + ([f"{len(off) - 3} more"] if len(off) > 3 else [])
+        gate = ""
+        for j in flow.downstream(off[0]):
+            t = first_tensor(flow.calls[j].out)
+            if t is not None and _is_map(t):
+                what_for = ": a gate inside the network" if flow.calls[j].name in _GATES else ""
+                gate = (f" ({'its' if len(off) == 1 else 'their'} result feeds {flow.calls[j].name} on a "
+                        f"{_shape(t)} map{what_for})")
+                break
+        if len(off) < len(matches):
+            notes.append(f"{what} off the head's path: {', '.join(named)}{gate}")
+        elif len(off) == 1:
+            notes.append(f"the only {what} that ran, {named[0]}, is off the head's path{gate}")
+        else:
+            notes.append(f"every {what} that ran ({', '.join(named)}) is off the head's path{gate}")
+    idle = [i for i in matches if i in region and i not in entries and what != "Linear"]
+    if idle:
+        c = flow.calls[idle[0]]
+        notes.append(f"{c.name} {_where(c)} pools a map that is already 1x1")
+    return "".join(f"; {n}" for n in notes)
