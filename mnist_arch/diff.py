@@ -458,10 +458,16 @@ def _summary(diff: Diff) -> str:
     return f"gate {verdict}" + (f" ({'; '.join(more)})" if more else "")
 
 
+def _moved(f: dict[str, Any]) -> bool:
+    """Whether a check failing on both sides measured or expected something else at the base."""
+    base = f.get("base")
+    return bool(base) and (base["measured"], base["expected"]) != (f["measured"], f["expected"])
+
+
 def _check_text(f: dict[str, Any], ref: str) -> str:
     base = f.get("base")
     was = (f" (at {ref}: measured {_shown(base['measured'])}, expected {_shown(base['expected'])})"
-           if base else "")
+           if _moved(f) else "")
     return f"{f['id']}: measured {_shown(f['measured'])}, expected {_shown(f['expected'])}{was}: {f['message']}"
 
 
@@ -508,7 +514,7 @@ def _md_rows(key: str, findings: list[dict[str, Any]]) -> list[str]:
     for f in findings:
         base = f.get("base")
         measured, expected = md_cell(_shown(f["measured"])), md_cell(_shown(f["expected"]))
-        if base:
+        if _moved(f):
             measured = f"{md_cell(_shown(base['measured']))} → {measured}"
             expected = f"{md_cell(_shown(base['expected']))} → {expected}"
         rows.append(f"| `{f['model']}` | `{f['id']}` | {measured} | {expected} | {md_cell(f['message'])} |")
