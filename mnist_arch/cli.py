@@ -149,7 +149,7 @@ def _cmd_diff(args) -> int:
 
     if args.require_table:
         load_project().require_table()
-    diff = diff_against(args.base, timeout=args.timeout)
+    diff = diff_against(args.base, timeout=args.timeout, allow_rule_changes=args.allow_rule_changes)
     print(FORMATS[args.format](diff), end="" if args.format == "markdown" else "\n")
     return 0 if diff.passed else 1
 
@@ -304,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "pyproject.toml, for --model PATH.py:ATTR, or for the five reference architectures.",
         epilog="exit codes:\n"
                "  0  every check passed\n"
-               "  1  a check failed on a model that ran (check, pytest items), a budget broke (diff), a training\n"
-               "     run missed its threshold (train)\n"
+               "  1  a check failed on a model that ran (check, pytest items), the pull request broke a rule (diff),\n"
+               "     a training run missed its threshold (train)\n"
                "  2  anything else: wrong arguments, or a model that cannot be imported, built, run or judged\n"
                "     (one paragraph on stderr, never a traceback)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -362,14 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="markdown: a table of the seeds' runs against the threshold")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("diff", help="parameters, mult-adds and verdicts of the declared models: a git revision vs "
-                                    "the working tree, with budget verdicts")
+    p = sub.add_parser("diff", help="the pull-request gate: parameters, mult-adds and checks of the declared models, "
+                                    "a git revision vs the working tree; exit 1 when a check newly fails or gets "
+                                    "worse, or a rule changes (docs/gate.md)")
     p.add_argument("--base", required=True, metavar="REF", help="branch, tag or commit to compare against")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="seconds a model may spend in one phase (import, build, forward) before it is stopped, on "
                         "both sides (default: each side's own timeout in [tool.mnist-arch], else 120)")
     p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     p.add_argument("--require-table", action="store_true", help=_REQUIRE_TABLE_HELP)
+    p.add_argument("--allow-rule-changes", action="store_true",
+                   help="a model removed, a rule dropped or a limit loosened in the working tree's table is still "
+                        "reported, but does not fail the gate by itself")
     p.set_defaults(func=_cmd_diff)
 
     p = sub.add_parser("badge", help="the README's workflow badge, derived from the git remote")

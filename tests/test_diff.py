@@ -186,6 +186,9 @@ def test_user_repo_broken_budget_exit_1(user_diff):
     assert [(c["id"], c["passed"], c["measured"], c["expected"]) for c in net["budgets"]] == [
         ("params.below", False, head, BELOW)]
     assert f"{head - BELOW + 1:,} too many" in net["budgets"][0]["message"]
+    assert [(f["model"], f["id"], f["measured"], f["expected"]) for f in data["newly_failing"]] == [
+        ("net", "params.below", head, BELOW)]
+    assert [(c["model"], c["change"]) for c in data["rule_changes"]] == [("gone", "model removed")]
 
 
 def test_base_without_table_or_package_every_model_added(user_repo):
@@ -193,7 +196,7 @@ def test_base_without_table_or_package_every_model_added(user_repo):
     assert code == 1, err  # the head still breaks its budget
     assert "note: empty has no [tool.mnist-arch] table and no mnist_arch package" in out
     assert "net (added): params - -> 110 " in out and "new (added)" in out and "gone" not in out
-    assert "FAIL  params.below" in out and snapshot(user_repo)[1] == 1
+    assert "NEWLY FAILING  params.below: measured 110, expected 100" in out and snapshot(user_repo)[1] == 1
 
 
 def test_base_check_that_fails_exit_2(user_repo):
@@ -243,7 +246,8 @@ def test_not_a_repository_exit_2(tmp_path, monkeypatch, capsys):
 def test_registry_widened_layer(tmp_path):
     """Commit 1: this package with two small models registered (micro_cnn, slim_cnn). Commit 2: micro_cnn
     widened 16 -> 17 with its declared facts updated, slim_cnn unregistered, bn_dropout_cnn registered.
-    The CLI runs with PYTHONPATH on the throw-away repository, so both sides are its code."""
+    The CLI runs with PYTHONPATH on the throw-away repository, so both sides are its code. Unregistering
+    slim_cnn is a rule change, allowed here (tests/test_gate.py fails the gate on one)."""
     new_repo(tmp_path)
     shutil.copytree(ROOT / "mnist_arch", tmp_path / "mnist_arch", ignore=shutil.ignore_patterns("__pycache__"))
     registry = tmp_path / "mnist_arch" / "models" / "__init__.py"
@@ -254,11 +258,13 @@ def test_registry_widened_layer(tmp_path):
     micro.write_text(widen(micro.read_text(), 17))
     registry.write_text("from mnist_arch.models import bn_dropout_cnn, micro_cnn  # noqa: F401\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mnist_arch.cli", "diff", "--base", "HEAD", "--format", "json"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "mnist_arch.cli", "diff", "--base", "HEAD", "--format", "json",
+                           "--allow-rule-changes"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["passed"] and data["base"]["commit"] == git(tmp_path, "rev-parse", "HEAD").strip()
+    assert [(c["model"], c["change"]) for c in data["rule_changes"]] == [("slim_cnn", "model removed")]
+    assert data["newly_failing"] == data["worse"] == []  # the widened micro_cnn declares its new facts
     models = {m["name"]: m for m in data["models"]}
     assert {n: m["status"] for n, m in models.items()} == {
         "bn_dropout_cnn": "added", "micro_cnn": "changed", "slim_cnn": "removed"}
@@ -295,8 +301,8 @@ def _entry(name, params, passed=True, checks=()):
 
 
 def test_renderers():
-    below = {"id": "params.below", "passed": False, "message": "1,200 parameters, budget fewer than 1,000 (201 too "
-             "many)"}
+    below = {"id": "params.below", "passed": False, "measured": 1200, "expected": 1000,
+             "message": "1,200 parameters, budget fewer than 1,000 (201 too many)"}
     diff = diff_module.Diff("origin/main", "0123456789abcdef", compare(
         [_entry("same", 10), _entry("grows", 1000), _entry("gone", 5)],
         [_entry("same", 10), _entry("grows", 1200, False, [below]), _entry("new", 7)]))
@@ -306,12 +312,24 @@ def test_renderers():
     assert ("| `grows` | 1,000 → 1,200 | +200 (+20.00%) | 1,000 → 1,200 | 2,000 → 2,400 | +400 (+20.00%) | "
             "pass → fail | ❌ `params.below` |") in md
     assert "| `gone` (removed) | 5 → - | - |" in md and "| `same` | 10 → 10 | +0 (+0.00%) |" in md
-    assert md.endswith("❌ 1 budget(s) broken:\n- `grows` `params.below`: 1,200 parameters, budget fewer than "
-                       "1,000 (201 too many)\n")
+    summary = "gate FAIL: 1 check(s) newly failing, 1 rule change(s) (--allow-rule-changes accepts them)"
+    assert md.startswith("## mnist-arch diff: `origin/main` (012345678) → working tree\n\n❌ **" + summary + "**\n")
+    assert "### Rule changes\n\n| model | change | check | base | head | message |\n| --- | --- | --- | --- | --- | " \
+           "--- |\n| `gone` | model removed | - | - | - | gone is declared at origin/main and not in the working " \
+           "tree: its 0 checks no longer run |\n" in md
+    assert md.endswith("### Newly failing\n\n| model | check | measured | expected | message |\n| --- | --- | --- | "
+                       "--- | --- |\n| `grows` | `params.below` | 1,200 | 1,000 | 1,200 parameters, budget fewer than "
+                       "1,000 (201 too many) |\n")
     table = diff_module.to_table(diff)
     assert "grows: params 1,000 -> 1,200 [+200 (+20.00%)]" in table and "verdict pass -> fail" in table
-    assert table.endswith("1 budget(s) broken")
-    assert json.loads(diff_module.to_json(diff))["models"][1]["passed"] == {"base": True, "head": False}
+    assert ("\n  NEWLY FAILING  params.below: measured 1,200, expected 1,000: 1,200 parameters, budget fewer than "
+            "1,000 (201 too many)\n") in table
+    assert "gone (removed): params 5 -> -" in table and "\n  RULE CHANGE    model removed: gone is declared" in table
+    assert table.endswith("\n" + summary)
+    data = json.loads(diff_module.to_json(diff))
+    assert data["models"][1]["passed"] == {"base": True, "head": False} and data["passed"] is False
+    assert [(f["model"], f["id"], f["measured"], f["expected"], f["message"]) for f in data["newly_failing"]] == [
+        ("grows", "params.below", 1200, 1000, below["message"])]
 
 
 @pytest.mark.parametrize("remote", ["https://github.com/acme/mnist-models.git", "git@github.com:acme/mnist-models.git",
