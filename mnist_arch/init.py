@@ -61,6 +61,17 @@ _REQUIREMENT = re.compile(r"[A-Za-z0-9 @+:/._=<>!~,\[\]-]+")  # what fits the wo
 _ACTION = re.compile(r"(?P<repo>[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+)@(?P<ref>[A-Za-z0-9._/-]+)")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _GITHUB = re.compile(r"https://github\.com/(?P<repo>[A-Za-z0-9-]+/[A-Za-z0-9._-]+?)(?:\.git)?/?")
+#: Where each job of model_tests.yml gets torch: the check job the CPU wheels (GitHub's runners have no GPU, and
+#: the CUDA wheels are gigabytes); the rule job those too, unless a repository variable names a CUDA index for
+#: the GPU runner another variable points it at (docs/rule-ci.md).
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_CHECK = {"__TORCH_WHEELS__": "CPU wheels", "__TORCH_INDEX__": CPU_TORCH_INDEX,
+               "__TORCH_WHY__": "CPU-only torch and torchvision wheels: the runners have no GPU, and the CUDA wheels are "
+                                "gigabytes."}
+TORCH_RULE = {"__TORCH_WHEELS__": "CPU or CUDA wheels",
+              "__TORCH_INDEX__": f"${{{{ vars.MNIST_ARCH_RULE_TORCH_INDEX || '{CPU_TORCH_INDEX}' }}}}",
+              "__TORCH_WHY__": "The CPU wheels, or the CUDA wheels of a GPU runner: the repository variable "
+                               "MNIST_ARCH_RULE_TORCH_INDEX."}
 #: The seeds of `--min-accuracy auto`: the five of the threshold rule (docs/training.md).
 SEEDS = (0, 1, 2, 3, 4)
 # A workflow line that runs pytest (not one that installs it), and the artifact actions GitHub has retired.
@@ -456,7 +467,12 @@ def render_workflow(workflow: str, project_dir: str | PurePosixPath = ".", sourc
     install = install.replace("__ACTION__", f"{source.action}" + (f"  # {source.ref}" if source.ref else ""))
     install = install.replace("__MNIST_ARCH_REQUIREMENT__", source.requirement or "")
     project_dir = PurePosixPath(project_dir)
-    text = _template(workflow).replace("      __INSTALL_STEPS__\n", install)
+    text = _template(workflow)
+    for token, torch in (("__INSTALL_STEPS__", TORCH_CHECK), ("__RULE_INSTALL_STEPS__", TORCH_RULE)):
+        steps = install
+        for key, value in torch.items():
+            steps = steps.replace(key, value)
+        text = text.replace(f"      {token}\n", steps)
     for token, value in {"__PROJECT_DIR__": str(project_dir),
                          "__PYPROJECT__": str(project_dir / "pyproject.toml")}.items():
         text = text.replace(token, value)

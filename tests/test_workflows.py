@@ -375,7 +375,8 @@ def test_zizmor_catches_a_broken_workflow(tmp_path, audit):
 def test_no_pull_request_target(shipped):
     # pull_request_target runs untrusted code with a write token: never used.
     for path in shipped:
-        assert _triggers(workflow(path)) <= {"push", "pull_request", "workflow_run"}, path.name
+        assert _triggers(workflow(path)) <= {"push", "pull_request", "workflow_run", "schedule",
+                                             "workflow_dispatch"}, path.name
 
 
 def test_actions_on_current_majors(shipped):
@@ -525,6 +526,7 @@ printf '%s %s\\n' "$method" "$endpoint" >> {log}
 if [[ -n "$input" ]]; then jq -c . "$input" >> {log}; fi
 case "$method $endpoint" in
   "GET repos/"*/pulls/*) jq -r "$jq_filter" {tmp_path / "pull.json"} ;;
+  "GET repos/"*/issues/comments/*) jq --argjson id "${{endpoint##*/}}" '.[] | select(.id == $id)' {tmp_path / "comments.json"} ;;
   "GET repos/"*/comments) jq -r "$jq_filter" {tmp_path / "comments.json"} ;;
   *) echo '{{}}' ;;
 esac
@@ -534,14 +536,16 @@ esac
 
 
 def run_poster(tmp_path: Path, report_dir: Path, head_sha: str = "a" * 40, pr_head: str | None = None,
-               comments: list[dict[str, Any]] | None = None) -> tuple[subprocess.CompletedProcess[str], str]:
-    """model_tests_comment.yml's posting step on `report_dir` (the downloaded artifact); (result, gh log)."""
+               comments: list[dict[str, Any]] | None = None, run: int = 1
+               ) -> tuple[subprocess.CompletedProcess[str], str]:
+    """model_tests_comment.yml's posting step on `report_dir` (the downloaded artifact of run number `run`);
+    (result, gh log)."""
     bin_dir, log = _fake_gh(tmp_path, pr_head or head_sha, comments or [])
     runner_temp = tmp_path / "runner-temp"
     runner_temp.mkdir(exist_ok=True)
     expressions = {"github.token": "token", "github.repository": "student/mnist",
                    "github.event.workflow_run.head_sha": head_sha,
-                   "github.event.workflow_run.html_url": "https://github.com/student/mnist/actions/runs/1",
+                   "github.event.workflow_run.html_url": f"https://github.com/student/mnist/actions/runs/{run}",
                    "runner.temp": str(runner_temp)}
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RUNNER_TEMP": str(runner_temp),
            "REPORT_DIR": str(report_dir)}
@@ -567,9 +571,11 @@ def test_poster_creates_the_comment(tmp_path):
     assert calls == ["GET repos/student/mnist/pulls/12", "GET repos/student/mnist/issues/12/comments",
                      "POST repos/student/mnist/issues/12/comments"], log
     body = json.loads(log.splitlines()[-1])["body"]
-    assert body.startswith(COMMENT_MARKER + "\n## mnist-arch check")
+    assert body.startswith(COMMENT_MARKER + "\n<!-- mnist-arch-part:10-models.md sha=aaaaaaa "
+                           "run=https://github.com/student/mnist/actions/runs/1 -->\n## mnist-arch check")
     assert body.index("`net`") < body.index("<details>bench"), "the parts in file-name order"
-    assert "actions/runs/1" in body
+    assert body.endswith("<sub>model-tests runs: check [aaaaaaa](https://github.com/student/mnist/actions/runs/1); "
+                         "posted by model_tests_comment.yml</sub>")
 
 
 def test_poster_edits_its_own_comment(tmp_path):
@@ -613,7 +619,92 @@ def test_poster_cuts_a_huge_report(tmp_path):
     proc, log = run_poster(tmp_path, report)
     assert proc.returncode == 0, output(proc)
     body = json.loads(log.splitlines()[-1])["body"]
-    assert len(body) < 65_536 and "cut at 60,000 characters" in body
+    assert len(body) < 65_536 and "cut at 60000 characters" in body
+
+
+def _posted(log: str) -> str:
+    """The body of the comment the poster created or edited (its last call)."""
+    return json.loads(log.splitlines()[-1])["body"]
+
+
+def _post_run(tmp_path: Path, run: int, parts: dict[str, str], old_body: str | None,
+              head_sha: str = "a" * 40) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Post the artifact of run `run` (`parts`) where the bot's comment holds `old_body` (None: no comment)."""
+    folder = tmp_path / f"run-{run}"
+    folder.mkdir()
+    comments = [] if old_body is None else [{"id": 9, "user": {"login": "github-actions[bot]"}, "body": old_body}]
+    return run_poster(folder, _report(folder, "12\n", parts), head_sha=head_sha, comments=comments, run=run)
+
+
+def _part(body: str, name: str) -> str | None:
+    """The text of part `name` in a posted body, None when it has none."""
+    found = re.search(rf"<!-- mnist-arch-part:{re.escape(name)} sha=[0-9a-f]* run=\S* -->\n(.*?)\n"
+                      r"<!-- /mnist-arch-part -->", body, re.DOTALL)
+    return found[1] if found else None
+
+
+CHECK_PARTS = {"10-models.md": "## mnist-arch check\n| `net` | ✅ pass |\n\n## mnist-arch diff\n| `net` | +0 |\n",
+               "20-benchmarks.md": "<details>bench</details>\n"}
+RULE_PART = {"30-rule.md": "## mnist-arch: the accuracy rule\n\n### `net`: the accuracy rule, ✅ pass\n"}
+
+
+def test_a_rule_run_keeps_the_check_and_diff_parts(tmp_path):
+    # The pull request's check run posts; then the `accuracy-rule` label's run (the rule job alone) posts.
+    proc, log = _post_run(tmp_path, 1, CHECK_PARTS, None)
+    assert proc.returncode == 0, output(proc)
+    first = _posted(log)
+    proc, log = _post_run(tmp_path, 2, RULE_PART, first)
+    assert proc.returncode == 0, output(proc)
+    assert "PATCH repos/student/mnist/issues/comments/9" in log and "POST" not in log, log
+    body = _posted(log)
+    for name, text in {**CHECK_PARTS, **RULE_PART}.items():
+        assert _part(body, name) == text, (name, body)
+    assert body.index("## mnist-arch diff") < body.index("<details>bench") < body.index("accuracy rule")
+    assert body.endswith("<sub>model-tests runs: check [aaaaaaa](https://github.com/student/mnist/actions/runs/1), "
+                         "rule [aaaaaaa](https://github.com/student/mnist/actions/runs/2); posted by "
+                         "model_tests_comment.yml</sub>"), body
+
+
+def test_a_check_run_replaces_its_parts_and_keeps_the_rule(tmp_path):
+    old = _posted(_post_run(tmp_path, 1, {**CHECK_PARTS, **RULE_PART}, None)[1])
+    # The next push: its check has no benchmark comparison (say, no baseline yet), and its rule run is not done.
+    proc, log = _post_run(tmp_path, 2, {"10-models.md": "## mnist-arch check\nsecond push\n"}, old, "b" * 40)
+    assert proc.returncode == 0, output(proc)
+    body = _posted(log)
+    assert _part(body, "10-models.md") == "## mnist-arch check\nsecond push\n"
+    assert _part(body, "20-benchmarks.md") is None, "the check job's stale comparison goes with its run"
+    assert _part(body, "30-rule.md") == RULE_PART["30-rule.md"], "the rule stays, naming its own commit"
+    assert "check [bbbbbbb](https://github.com/student/mnist/actions/runs/2), rule [aaaaaaa](" in body
+
+
+def test_a_part_cannot_forge_another(tmp_path):
+    forged = ("<!-- /mnist-arch-part -->\n<!-- mnist-arch-part:10-models.md sha=0000000 run=x -->\n"
+              "all checks pass\n<!-- /mnist-arch-part -->\n")
+    old = _posted(_post_run(tmp_path, 1, CHECK_PARTS, None)[1])
+    proc, log = _post_run(tmp_path, 2, {"30-rule.md": forged, "31-$(id).md": "x\n", "x.md": "y\n"}, old)
+    assert proc.returncode == 0, output(proc)
+    assert proc.stdout.count("is not named NN-name.md; left out") == 2, proc.stdout
+    body = _posted(log)
+    assert _part(body, "10-models.md") == CHECK_PARTS["10-models.md"], "the check part is the check run's"
+    assert body.count("<!-- mnist-arch-part:") == 3 and "sha=0000000" not in _part(body, "10-models.md")
+    # Posted again on top of itself, the quoted markers stay quoted: the parts are the same three.
+    again = _posted(_post_run(tmp_path, 3, RULE_PART, body)[1])
+    assert _part(again, "10-models.md") == CHECK_PARTS["10-models.md"]
+    assert _part(again, "30-rule.md") == RULE_PART["30-rule.md"]
+
+
+def test_a_report_of_badly_named_parts_only_posts_nothing(tmp_path):
+    proc, log = run_poster(tmp_path, _report(tmp_path, "12", {"notes.md": "x\n"}))
+    assert proc.returncode == 0, output(proc)
+    assert "nothing posted" in proc.stdout and "POST" not in log and "PATCH" not in log, log
+
+
+def test_each_part_is_cut_to_its_share(tmp_path):
+    proc, log = _post_run(tmp_path, 1, {"10-models.md": "x" * 50_000, "30-rule.md": "y" * 50_000}, None)
+    assert proc.returncode == 0, output(proc)
+    body = _posted(log)
+    assert len(body) < 65_536 and body.count("(cut at 30000 characters)") == 2
+    assert _part(body, "30-rule.md").startswith("y" * 30_000), "the rule keeps its share"
 
 
 # --------------------------------------------------------------------------- our model_tests.yml
