@@ -66,8 +66,8 @@ _GITHUB = re.compile(r"https://github\.com/(?P<repo>[A-Za-z0-9-]+/[A-Za-z0-9._-]
 #: the GPU runner another variable points it at (docs/rule-ci.md).
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CHECK = {"__TORCH_WHEELS__": "CPU wheels", "__TORCH_INDEX__": CPU_TORCH_INDEX,
-               "__TORCH_WHY__": "CPU-only torch and torchvision wheels: the runners have no GPU, and the CUDA wheels are "
-                                "gigabytes."}
+               "__TORCH_WHY__": "CPU-only torch and torchvision wheels: the runners have no GPU, and the CUDA "
+                                "wheels are gigabytes."}
 TORCH_RULE = {"__TORCH_WHEELS__": "CPU or CUDA wheels",
               "__TORCH_INDEX__": f"${{{{ vars.MNIST_ARCH_RULE_TORCH_INDEX || '{CPU_TORCH_INDEX}' }}}}",
               "__TORCH_WHY__": "The CPU wheels, or the CUDA wheels of a GPU runner: the repository variable "
