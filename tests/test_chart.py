@@ -139,12 +139,9 @@ def _modules() -> Path:
     """The node_modules folder that holds mermaid and jsdom, or pytest.skip with what to install."""
     if shutil.which("node") is None:
         pytest.skip("node is not installed: Mermaid's own parser runs on it (apt-get install nodejs npm)")
-    candidates = [os.environ.get("MNIST_ARCH_MERMAID_MODULES"),
-                  Path(os.environ.get("MNIST_ARCH_CI_CACHE", Path.home() / ".cache" / "mnist-arch-ci"))
-                  / "npm" / "node_modules"]
-    for folder in candidates:
-        if folder and all((Path(folder) / pkg / "package.json").is_file() for pkg in ("mermaid", "jsdom")):
-            return Path(folder)
+    folder = os.environ.get("MNIST_ARCH_MERMAID_MODULES")
+    if folder and all((Path(folder) / pkg / "package.json").is_file() for pkg in ("mermaid", "jsdom")):
+        return Path(folder)
     pytest.skip("the npm packages mermaid and jsdom are not installed: `npm install --prefix DIR mermaid jsdom`, "
                 "then MNIST_ARCH_MERMAID_MODULES=DIR/node_modules (.ci/run does this)")
 
