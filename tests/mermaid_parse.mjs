@@ -8,13 +8,19 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const modules = process.argv[2];
-const require = createRequire(join(modules, 'noop.js'));
-const { JSDOM } = require('jsdom');
-const dom = new JSDOM('<!doctype html><html><body></body></html>');
-globalThis.window = dom.window;
-globalThis.document = dom.window.document;
-const pkg = JSON.parse(readFileSync(join(modules, 'mermaid', 'package.json'), 'utf8'));
-const { default: mermaid } = await import(pathToFileURL(join(modules, 'mermaid', pkg.module)).href);
+let mermaid, pkg;
+try {  // exit 3: this node cannot load the packages (too old, a broken install): the tests skip and say so
+  const require = createRequire(join(modules, 'noop.js'));
+  const { JSDOM } = require('jsdom');
+  const dom = new JSDOM('<!doctype html><html><body></body></html>');
+  globalThis.window = dom.window;
+  globalThis.document = dom.window.document;
+  pkg = JSON.parse(readFileSync(join(modules, 'mermaid', 'package.json'), 'utf8'));
+  ({ default: mermaid } = await import(pathToFileURL(join(modules, 'mermaid', pkg.module)).href));
+} catch (e) {
+  process.stderr.write(`node ${process.version} cannot load mermaid and jsdom from ${modules}: ${e.message}\n`);
+  process.exit(3);
+}
 
 const texts = JSON.parse(readFileSync(0, 'utf8'));
 const results = [];
