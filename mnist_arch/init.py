@@ -217,7 +217,7 @@ def init_project(
         result.notes.append(f"min_accuracy = {threshold} comes from {len(accuracies)} seeds' test accuracies "
                             f"({', '.join(f'{a:.2%}' for a in accuracies)}) by the threshold rule; `mnist-arch train "
                             f"{name} --seed 0-4 --format markdown` runs them again.")
-    result.notes += _tier_notes(name, train, auto, rule_table)
+    result.notes += _tier_notes(name, train, rule_table)
     table_text = _table_text(name, declared, train, comment, rule_table)
     new_text = _appended(old_text, table_text)
     _verify(new_text, name, declared, train, pyproject, rule_table)
@@ -328,13 +328,12 @@ def _rule_table(rule: Mapping[str, Any]) -> dict[str, Any]:
     return {"threshold": float(threshold), "epochs": epochs, "consecutive": consecutive, **COURSE_RECIPE}
 
 
-def _tier_notes(name: str, train: dict[str, Any], auto: bool, rule: dict[str, Any]) -> list[str]:
+def _tier_notes(name: str, train: dict[str, Any], rule: dict[str, Any]) -> list[str]:
     """What the quick tier is and where the course's rule is, in words every user of init reads."""
     notes = []
     if train:
-        notes.append(f"the quick tier ([tool.mnist-arch.models.{name}.train], min_accuracy "
-                     + ("from --min-accuracy auto" if auto else f"{train['min_accuracy']}")
-                     + ") is a floor from five one-epoch seeds: it catches breakage; the course rule is the rule tier"
+        notes.append(f"the quick tier ([tool.mnist-arch.models.{name}.train], min_accuracy {train['min_accuracy']}) "
+                     "is a floor from five one-epoch seeds: it catches breakage; the course rule is the rule tier"
                      + ("." if rule else " (`mnist-arch init --rule-threshold 0.994 ...`, docs/rule-ci.md)."))
     if rule:
         notes.append(f"the rule tier ([tool.mnist-arch.models.{name}.rule]): {rule['threshold']:.2%} held for "

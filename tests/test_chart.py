@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,10 @@ def test_main_renders_files_and_names_a_bad_one(tmp_path, capsys):
     assert "✅ pass" in out, "the other files are still rendered"
     assert err.count("\n") == 1 and f"{bad} is not the JSON of `mnist-arch train NAME --tier rule" in err
     assert main([]) == 2 and "usage" in capsys.readouterr().err
+
+
+def test_the_chart_imports_no_torch():
+    # The rule job renders in the command line's own process, which never imports torch.
+    script = "import sys, mnist_arch.chart; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
