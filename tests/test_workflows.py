@@ -807,7 +807,7 @@ def github_if(expression: str, event_name: str, payload: dict[str, Any]) -> bool
     """A job's `if:` of the kinds the template writes (==, !=, &&, ||, contains() on the pull request's label
     names, `github.` paths), evaluated for one event; a path that is not in the payload is null."""
     def get(path: str) -> Any:
-        value: Any = {"event_name": event_name, "event": payload}
+        value: Any = {"event_name": event_name, "event": payload, "repository": "student/mnist"}
         for key in path.split(".")[1:]:
             value = value.get(key) if isinstance(value, dict) else None
         return value
@@ -821,8 +821,10 @@ def github_if(expression: str, event_name: str, payload: dict[str, Any]) -> bool
                                                     "_contains": lambda seq, item: item in seq}))
 
 
-def _pr(action: str, labels: tuple[str, ...] = (), label: str | None = None) -> dict[str, Any]:
-    payload: dict[str, Any] = {"action": action, "pull_request": {"labels": [{"name": n} for n in labels]}}
+def _pr(action: str, labels: tuple[str, ...] = (), label: str | None = None, fork: bool = False) -> dict[str, Any]:
+    head = {"repo": {"full_name": "someone/mnist" if fork else "student/mnist"}}
+    payload: dict[str, Any] = {"action": action, "pull_request": {"labels": [{"name": n} for n in labels],
+                                                                  "head": head}}
     if label:
         payload["label"] = {"name": label}
     return payload
@@ -836,6 +838,8 @@ EVENTS = {
     "push to a labelled pull request": (("pull_request", _pr("synchronize", (RULE_LABEL,))), (True, True)),
     "reopened with the label": (("pull_request", _pr("reopened", (RULE_LABEL, "bug"))), (True, True)),
     "the label added": (("pull_request", _pr("labeled", (RULE_LABEL,), RULE_LABEL)), (False, True)),
+    "the label added to a fork's": (("pull_request", _pr("labeled", (RULE_LABEL,), RULE_LABEL, True)), (False, True)),
+    "push to a fork's labelled": (("pull_request", _pr("synchronize", (RULE_LABEL,), fork=True)), (True, False)),
     "another label added beside it": (("pull_request", _pr("labeled", (RULE_LABEL, "bug"), "bug")), (False, False)),
     "another label alone": (("pull_request", _pr("labeled", ("bug",), "bug")), (False, False)),
     "schedule": (("schedule", {}), (False, True)),
