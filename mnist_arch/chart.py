@@ -124,7 +124,7 @@ def rule_markdown(result: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> st
     lines.append(f"Longest run of epochs at or above the threshold: {held} ({len(streak)}); "
                  f"{len(history)} epoch(s) ran in {_seconds(result.get('seconds'))}.")
     collapsed = result.get("collapsed")
-    if isinstance(collapsed, Mapping):
+    if isinstance(collapsed, Mapping) and not result.get("reason"):  # the trainer's verdict names a collapse
         lines.append(f"Collapsed: {_pct(collapsed.get('share'))} of the test predictions are class "
                      f"{_inline(collapsed.get('class', '?'))} (an MNIST class is about 10%).")
     lines += ["", "| epoch | test accuracy | held | test loss | train loss | lr | seconds |",
