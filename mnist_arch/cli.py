@@ -234,10 +234,13 @@ def _cmd_init(args) -> int:
 
     from mnist_arch.init import init_project
 
+    rule = None
+    if (args.rule_threshold, args.rule_epochs, args.rule_consecutive) != (None, None, None):
+        rule = {"threshold": args.rule_threshold, "epochs": args.rule_epochs, "consecutive": args.rule_consecutive}
     result = init_project(Path.cwd(), model=args.model, name=args.name, params_below=args.params_below,
                           max_params=args.max_params, require=args.require,
                           require_any=[group.split(",") for group in args.require_any],
-                          min_accuracy=args.min_accuracy, epochs=args.epochs, action=args.action,
+                          min_accuracy=args.min_accuracy, epochs=args.epochs, rule=rule, action=args.action,
                           requirement=args.requirement, data_dir=args.data_dir, force=args.force,
                           progress=_print_now)
     print(result.report())
@@ -271,6 +274,12 @@ def _add_init_parser(sub) -> None:
                    help="a quick training item must reach this test accuracy: a fraction (e.g. 0.97), or auto: "
                         "train five seeds now and take the threshold rule's answer (the worst minus the spread)")
     p.add_argument("--epochs", type=_count, metavar="N", help="epochs of that training (default 1)")
+    p.add_argument("--rule-threshold", type=float, metavar="X",
+                   help="the course's rule, a tier of its own: the test accuracy to hold (a fraction, e.g. 0.994); "
+                        "writes a [...rule] table with a usual course recipe, run by the workflow's rule job")
+    p.add_argument("--rule-epochs", type=_count, metavar="N", help="the rule's most epochs (default 15)")
+    p.add_argument("--rule-consecutive", type=_count, metavar="K",
+                   help="epochs in a row that must hold the threshold (default 3)")
     p.add_argument("--data-dir", metavar="DIR",
                    help="for --min-accuracy auto: the folder holding MNIST/raw/ (default: $MNIST_ARCH_DATA, else "
                         "the user's cache, downloaded there when a network answers)")

@@ -14,6 +14,9 @@ from a package index); init refuses to guess otherwise. `--min-accuracy auto` tr
 writes the threshold rule's answer (mnist_arch.runs.rule_threshold). Workflows already in .github/workflows
 that run tests are named in a note, never changed.
 
+`--rule-threshold` (with `--rule-epochs`, `--rule-consecutive`) declares the course's rule: a [...rule] table with
+a usual course recipe, for the rule tier and the workflow's rule job (docs/rule-ci.md).
+
 The templates live in `mnist_arch/templates/` (the install steps of each kind in `templates/steps/`); docs/ci.md
 explains them.
 """
@@ -26,7 +29,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from itertools import takewhile
@@ -61,6 +64,23 @@ _REQUIREMENT = re.compile(r"[A-Za-z0-9 @+:/._=<>!~,\[\]-]+")  # what fits the wo
 _ACTION = re.compile(r"(?P<repo>[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+)@(?P<ref>[A-Za-z0-9._/-]+)")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _GITHUB = re.compile(r"https://github\.com/(?P<repo>[A-Za-z0-9-]+/[A-Za-z0-9._-]+?)(?:\.git)?/?")
+#: Where each job of model_tests.yml gets torch: the check job the CPU wheels (GitHub's runners have no GPU, and
+#: the CUDA wheels are gigabytes); the rule job those too, unless a repository variable names a CUDA index for
+#: the GPU runner another variable points it at (docs/rule-ci.md).
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_CHECK = {"__TORCH_WHEELS__": "CPU wheels", "__TORCH_INDEX__": CPU_TORCH_INDEX,
+               "__TORCH_WHY__": "CPU-only torch and torchvision wheels: the runners have no GPU, and the CUDA "
+                                "wheels are gigabytes."}
+TORCH_RULE = {"__TORCH_WHEELS__": "CPU or CUDA wheels",
+              "__TORCH_INDEX__": f"${{{{ vars.MNIST_ARCH_RULE_TORCH_INDEX || '{CPU_TORCH_INDEX}' }}}}",
+              "__TORCH_WHY__": "The CPU wheels, or the CUDA wheels of a GPU runner: the repository variable "
+                               "MNIST_ARCH_RULE_TORCH_INDEX."}
+#: The course's rule where `init --rule-threshold` is given alone: 15 epochs at most, 3 in a row.
+RULE_DEFAULTS = {"epochs": 15, "consecutive": 3}
+#: The recipe of the rule table init writes: a usual course recipe (SGD with momentum, OneCycle, batch 128,
+#: RandomRotation(7)), a starting point for the student's own, not one tuned here.
+COURSE_RECIPE = {"optimizer": "sgd", "lr": 0.01, "optimizer_kwargs": {"momentum": 0.9}, "schedule": "onecycle",
+                 "schedule_kwargs": {"max_lr": 0.05, "pct_start": 0.25}, "batch_size": 128, "rotation": 7}
 #: The seeds of `--min-accuracy auto`: the five of the threshold rule (docs/training.md).
 SEEDS = (0, 1, 2, 3, 4)
 # A workflow line that runs pytest (not one that installs it), and the artifact actions GitHub has retired.
@@ -119,6 +139,7 @@ def init_project(
     require_any: list[list[str]] | tuple[tuple[str, ...], ...] = (),
     min_accuracy: float | str | None = None,
     epochs: int | None = None,
+    rule: Mapping[str, Any] | None = None,
     action: str | None = None,
     requirement: str | None = None,
     data_dir: str | Path | None = None,
@@ -128,7 +149,8 @@ def init_project(
     """Declare `model` in `root`/pyproject.toml and write the workflows; nothing is written when any target
     exists (a [tool.mnist-arch] table, a workflow file) unless `force`. `min_accuracy="auto"` trains the model
     on SEEDS first (MNIST from `data_dir`, else $MNIST_ARCH_DATA, else the cache) and declares the threshold
-    rule's answer; `progress` gets a line per epoch and per run."""
+    rule's answer; `progress` gets a line per epoch and per run. `rule` (threshold, and epochs and consecutive or
+    RULE_DEFAULTS') is declared as the model's rule table, with COURSE_RECIPE."""
     root = Path(root).resolve()
     model = _checked_model(model, root)
     name = name or _default_name(model)
@@ -151,6 +173,7 @@ def init_project(
         raise MnistArchError("--epochs needs --min-accuracy, the test accuracy the training item must reach (a "
                              "fraction, e.g. 0.98, or auto: five seeds' runs and the threshold rule).")
     declared = {"model": model, **spec}
+    rule_table = _rule_table(rule) if rule is not None else {}
 
     # Every target is checked before anything is written.
     pyproject = root / "pyproject.toml"
@@ -194,9 +217,10 @@ def init_project(
         result.notes.append(f"min_accuracy = {threshold} comes from {len(accuracies)} seeds' test accuracies "
                             f"({', '.join(f'{a:.2%}' for a in accuracies)}) by the threshold rule; `mnist-arch train "
                             f"{name} --seed 0-4 --format markdown` runs them again.")
-    table_text = _table_text(name, declared, train, comment)
+    result.notes += _tier_notes(name, train, rule_table)
+    table_text = _table_text(name, declared, train, comment, rule_table)
     new_text = _appended(old_text, table_text)
-    _verify(new_text, name, declared, train, pyproject)
+    _verify(new_text, name, declared, train, pyproject, rule_table)
     project_dir = PurePosixPath(*root.relative_to(top).parts) if top else PurePosixPath(".")
     rendered = {w: render_workflow(w, project_dir, source) for w in WORKFLOWS}
     result.notes += existing_model_tests(workflows_dir, top or root)
@@ -253,10 +277,13 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):  # an inline table; keys are ours (bare)
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(value)
 
 
-def _table_text(name: str, declared: dict[str, Any], train: dict[str, Any], comment: str | None = None) -> str:
+def _table_text(name: str, declared: dict[str, Any], train: dict[str, Any], comment: str | None = None,
+                rule: dict[str, Any] | None = None) -> str:
     lines = [
         "[tool.mnist-arch]",
         "# Models judged by `mnist-arch check`, `diff`, `bench` and by pytest (one item per declared fact).",
@@ -268,7 +295,53 @@ def _table_text(name: str, declared: dict[str, Any], train: dict[str, Any], comm
     if train:
         lines += ["", f"[tool.mnist-arch.models.{name}.train]", *([comment] if comment else []),
                   *(f"{key} = {_toml_value(value)}" for key, value in train.items())]
+    if rule:
+        lines += ["", f"[tool.mnist-arch.models.{name}.rule]",
+                  f"# The course's rule: {rule['threshold']:.2%} test accuracy held for {rule['consecutive']} "
+                  f"epoch(s) in a row within {rule['epochs']}",
+                  f"# (`mnist-arch train {name} --tier rule`, `pytest -m rule`, the rule job of model_tests.yml). The",
+                  "# recipe below is a usual course one (SGD with momentum, OneCycle, 7-degree rotation), a starting",
+                  "# point that mnist-arch has not tuned for your model: write your notebook's own here.",
+                  *(f"{key} = {_toml_value(value)}" for key, value in rule.items())]
     return "\n".join(lines) + "\n"
+
+
+def _rule_table(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """The [...rule] table init writes: the rule (threshold, epochs, consecutive: RULE_DEFAULTS where not given),
+    then COURSE_RECIPE; each number checked here, with the flag's name (the rule tier checks the table again)."""
+    threshold = rule.get("threshold")
+    epochs = rule.get("epochs") or RULE_DEFAULTS["epochs"]
+    consecutive = rule.get("consecutive") or RULE_DEFAULTS["consecutive"]
+    if threshold is None:
+        given = "--rule-epochs" if rule.get("epochs") else "--rule-consecutive"
+        raise MnistArchError(f"{given} needs --rule-threshold, the test accuracy the course's rule asks for (a "
+                             "fraction, e.g. 0.994 for 99.4%).")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        percent = isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 1 < threshold <= 100
+        hint = f" ({threshold}% is {threshold / 100:g})" if percent else ""
+        raise MnistArchError(f"--rule-threshold {threshold!r} is not a fraction in (0, 1]: give the test accuracy as a "
+                             f"fraction, e.g. 0.994 for 99.4%{hint}.")
+    if consecutive > epochs:
+        raise MnistArchError(f"--rule-consecutive {consecutive} is more than --rule-epochs {epochs}: the rule asks for "
+                             f"{consecutive} epochs in a row within {epochs}, which no run can hold. Give fewer "
+                             "consecutive epochs, or more epochs.")
+    return {"threshold": float(threshold), "epochs": epochs, "consecutive": consecutive, **COURSE_RECIPE}
+
+
+def _tier_notes(name: str, train: dict[str, Any], rule: dict[str, Any]) -> list[str]:
+    """What the quick tier is and where the course's rule is, in words every user of init reads."""
+    notes = []
+    if train:
+        notes.append(f"the quick tier ([tool.mnist-arch.models.{name}.train], min_accuracy {train['min_accuracy']}) "
+                     "is a floor from five one-epoch seeds: it catches breakage; the course rule is the rule tier"
+                     + ("." if rule else " (`mnist-arch init --rule-threshold 0.994 ...`, docs/rule-ci.md)."))
+    if rule:
+        notes.append(f"the rule tier ([tool.mnist-arch.models.{name}.rule]): {rule['threshold']:.2%} held for "
+                     f"{rule['consecutive']} epoch(s) in a row within {rule['epochs']}, with a usual course recipe "
+                     "that is yours to edit. It runs here with `mnist-arch train " + name + " --tier rule` or `pytest "
+                     "-m rule`, and in model_tests.yml's rule job weekly, on request and on pull requests labelled "
+                     "accuracy-rule (docs/rule-ci.md: a GPU runner).")
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,13 +419,14 @@ def _appended(old: str, table: str) -> str:
     return old + table
 
 
-def _verify(text: str, name: str, declared: dict[str, Any], train: dict[str, Any], path: Path) -> None:
+def _verify(text: str, name: str, declared: dict[str, Any], train: dict[str, Any], path: Path,
+            rule: dict[str, Any] | None = None) -> None:
     """What will be written parses, and its table says what was asked (a guard on the TOML written here)."""
     try:
         table = _lookup(tomllib.loads(text), TABLE)
     except tomllib.TOMLDecodeError as exc:  # pragma: no cover - a bug here, not bad input
         raise AssertionError(f"init would write invalid TOML to {path}: {exc}") from None
-    expected = {**declared, **({"train": train} if train else {})}
+    expected = {**declared, **({"train": train} if train else {}), **({"rule": rule} if rule else {})}
     assert table["models"][name] == expected, (table, expected)
 
 
@@ -456,7 +530,12 @@ def render_workflow(workflow: str, project_dir: str | PurePosixPath = ".", sourc
     install = install.replace("__ACTION__", f"{source.action}" + (f"  # {source.ref}" if source.ref else ""))
     install = install.replace("__MNIST_ARCH_REQUIREMENT__", source.requirement or "")
     project_dir = PurePosixPath(project_dir)
-    text = _template(workflow).replace("      __INSTALL_STEPS__\n", install)
+    text = _template(workflow)
+    for token, torch in (("__INSTALL_STEPS__", TORCH_CHECK), ("__RULE_INSTALL_STEPS__", TORCH_RULE)):
+        steps = install
+        for key, value in torch.items():
+            steps = steps.replace(key, value)
+        text = text.replace(f"      {token}\n", steps)
     for token, value in {"__PROJECT_DIR__": str(project_dir),
                          "__PYPROJECT__": str(project_dir / "pyproject.toml")}.items():
         text = text.replace(token, value)

@@ -151,7 +151,8 @@ def installed(tmp_path_factory) -> tuple[Venv, Path, dict[str, str]]:
     step = next(s for s in workflow(repo / ".github" / "workflows" / "model_tests.yml")["jobs"]["model-tests"]["steps"]
                 if s.get("uses") == OUR_ACTION.action)
     given = {k: v for k, v in step["with"].items() if k != "python-version"}  # setup-python's, not run here
-    assert given == {"command": "install", "working-directory": "."}, given
+    assert given == {"command": "install", "working-directory": ".",
+                     "torch-index": "https://download.pytorch.org/whl/cpu"}, given  # the check job: CPU wheels
     venv = fresh_venv(base / "venv")
     action_path = checkout_copy(base / "action-checkout")
     expressions = {**inputs(given), "github.action_path": str(action_path)}

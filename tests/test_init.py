@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from mnist_arch.diff import badge_markdown
-from mnist_arch.init import COMMENT_MARKER, WORKFLOWS
+from mnist_arch.init import COMMENT_MARKER, COURSE_RECIPE, WORKFLOWS
 from mnist_arch.runs import rule_threshold
-from tests.test_workflows import OUR_ACTION, describe, output, run_poster, run_step, uses_lines, workflow, zizmor
+from tests.test_workflows import OUR_ACTION, _part, describe, output, run_poster, run_step, uses_lines, workflow, zizmor
 from tests.test_workflows import actionlint as run_actionlint
 
 if sys.version_info >= (3, 11):
@@ -189,8 +189,9 @@ def test_init_in_a_subfolder_of_the_repository(tmp_path, source):
     # Workflows live at the top of the repository; their steps run in the project's folder.
     assert not (top / "assignment-5" / ".github").exists()
     tests = workflow(top / ".github" / "workflows" / "model_tests.yml")
-    (job,) = tests["jobs"].values()
-    assert job["defaults"]["run"]["working-directory"] == "assignment-5"
+    job = tests["jobs"]["model-tests"]
+    for each in tests["jobs"].values():  # the check job and the rule job
+        assert each["defaults"]["run"]["working-directory"] == "assignment-5"
     install = next(s for s in job["steps"] if s.get("id") == "install")
     if source == SOURCE:  # the action installs in the project's folder and caches pip by its pyproject.toml
         assert install["uses"] == OUR_ACTION.action and install["with"]["working-directory"] == "assignment-5"
@@ -220,6 +221,43 @@ def test_what_init_writes_passes_both_linters(tmp_path, source):
         assert install["uses"] == OUR_ACTION.action and install["with"]["command"] == "install"
     else:
         assert install["env"]["MNIST_ARCH_REQUIREMENT"] == source[1]
+
+
+@pytest.mark.parametrize("args, rule", [
+    (["--rule-threshold", "0.994"], {"threshold": 0.994, "epochs": 15, "consecutive": 3}),
+    (["--rule-threshold", "0.995", "--rule-epochs", "20", "--rule-consecutive", "2"],
+     {"threshold": 0.995, "epochs": 20, "consecutive": 2}),
+], ids=["defaults", "given"])
+def test_init_declares_the_course_rule(tmp_path, args, rule):
+    repo = assignment(tmp_path / "repo")
+    proc = init(repo, *INIT_ARGS, *args)
+    assert proc.returncode == 0, output(proc)
+    declared = table(repo / "pyproject.toml")["models"]["net"]
+    assert declared == {**EXPECTED_MODEL, "rule": {**rule, **COURSE_RECIPE}}
+    assert COURSE_RECIPE == {"optimizer": "sgd", "lr": 0.01, "optimizer_kwargs": {"momentum": 0.9},
+                             "schedule": "onecycle", "schedule_kwargs": {"max_lr": 0.05, "pct_start": 0.25},
+                             "batch_size": 128, "rotation": 7}
+    text = (repo / "pyproject.toml").read_text()
+    assert text.index("[tool.mnist-arch.models.net.train]") < text.index("[tool.mnist-arch.models.net.rule]")
+    assert (f"# The course's rule: {rule['threshold']:.2%} test accuracy held for {rule['consecutive']} epoch(s) in "
+            f"a row within {rule['epochs']}") in text
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("Note: the ")]
+    assert notes[0] == ("Note: the quick tier ([tool.mnist-arch.models.net.train], min_accuracy 0.95) is a floor from "
+                        "five one-epoch seeds: it catches breakage; the course rule is the rule tier."), proc.stdout
+    assert notes[1].startswith(f"Note: the rule tier ([tool.mnist-arch.models.net.rule]): {rule['threshold']:.2%} "
+                               f"held for {rule['consecutive']} epoch(s) in a row within {rule['epochs']}")
+    # The workflow has the rule job whether or not a rule is declared (a table added later is found by it).
+    assert "rule" in workflow(repo / ".github" / "workflows" / "model_tests.yml")["jobs"]
+
+
+def test_without_a_rule_init_says_where_the_course_rule_goes(tmp_path):
+    repo = assignment(tmp_path / "repo")
+    proc = init(repo, *INIT_ARGS)
+    assert proc.returncode == 0, output(proc)
+    assert "rule" not in table(repo / "pyproject.toml")["models"]["net"]
+    assert ("Note: the quick tier ([tool.mnist-arch.models.net.train], min_accuracy 0.95) is a floor from five "
+            "one-epoch seeds: it catches breakage; the course rule is the rule tier (`mnist-arch init "
+            "--rule-threshold 0.994 ...`, docs/rule-ci.md).") in proc.stdout.splitlines()
 
 
 # --------------------------------------------------------------------------- refusing, and --force
@@ -295,6 +333,15 @@ def test_force_refuses_a_table_it_cannot_cut_out(tmp_path):
     (["--model", "model.py:Net", "--min-accuracy", "98"], "'min_accuracy' must be a fraction"),
     (["--model", "model.py:Net", "--epochs", "2"], "--epochs needs --min-accuracy"),
     (["--model", "model.py:Net", "--min-accuracy", "best"], "expected a fraction such as 0.98, or auto"),
+    (["--model", "model.py:Net", "--rule-threshold", "99.4"], "--rule-threshold 99.4 is not a fraction in (0, 1]: "
+                                                              "give the test accuracy as a fraction, e.g. 0.994 for "
+                                                              "99.4% (99.4% is 0.994)"),
+    (["--model", "model.py:Net", "--rule-threshold", "0"], "--rule-threshold 0.0 is not a fraction in (0, 1]"),
+    (["--model", "model.py:Net", "--rule-epochs", "20"], "--rule-epochs needs --rule-threshold"),
+    (["--model", "model.py:Net", "--rule-threshold", "0.994", "--rule-consecutive", "16"],
+     "--rule-consecutive 16 is more than --rule-epochs 15"),
+    (["--model", "model.py:Net", "--rule-threshold", "0.994", "--rule-epochs", "0"],
+     "argument --rule-epochs: expected a number of at least 1, got '0'"),
     (["--model", "model.py:Net", "--action", "mnist-arch"], "--action 'mnist-arch' is not OWNER/REPO@REF"),
     (["--model", "model.py:Net", "--requirement", 'x"; rm -rf ~'], "is not a pip requirement init can write"),
     (["--model", "model.py:Net", *SOURCE, "--requirement", "mnist-arch"], "not allowed with argument --action"),
@@ -390,8 +437,8 @@ def test_generated_workflow_steps_run_locally(tmp_path):
     assert proc.returncode == 0, output(proc)
     assert "POST repos/student/mnist/issues/7/comments" in log, log
     body = json.loads(log.splitlines()[-1])["body"]
-    assert body.startswith(COMMENT_MARKER + "\n" + report)
-    assert comparison in body
+    assert body.startswith(COMMENT_MARKER + "\n<!-- mnist-arch-part:10-models.md ")
+    assert _part(body, "10-models.md") == report and _part(body, "20-benchmarks.md") == comparison
 
 
 

@@ -375,7 +375,8 @@ def test_zizmor_catches_a_broken_workflow(tmp_path, audit):
 def test_no_pull_request_target(shipped):
     # pull_request_target runs untrusted code with a write token: never used.
     for path in shipped:
-        assert _triggers(workflow(path)) <= {"push", "pull_request", "workflow_run"}, path.name
+        assert _triggers(workflow(path)) <= {"push", "pull_request", "workflow_run", "schedule",
+                                             "workflow_dispatch"}, path.name
 
 
 def test_actions_on_current_majors(shipped):
@@ -525,6 +526,8 @@ printf '%s %s\\n' "$method" "$endpoint" >> {log}
 if [[ -n "$input" ]]; then jq -c . "$input" >> {log}; fi
 case "$method $endpoint" in
   "GET repos/"*/pulls/*) jq -r "$jq_filter" {tmp_path / "pull.json"} ;;
+  "GET repos/"*/issues/comments/*)
+    jq --argjson id "${{endpoint##*/}}" '.[] | select(.id == $id)' {tmp_path / "comments.json"} ;;
   "GET repos/"*/comments) jq -r "$jq_filter" {tmp_path / "comments.json"} ;;
   *) echo '{{}}' ;;
 esac
@@ -534,14 +537,16 @@ esac
 
 
 def run_poster(tmp_path: Path, report_dir: Path, head_sha: str = "a" * 40, pr_head: str | None = None,
-               comments: list[dict[str, Any]] | None = None) -> tuple[subprocess.CompletedProcess[str], str]:
-    """model_tests_comment.yml's posting step on `report_dir` (the downloaded artifact); (result, gh log)."""
+               comments: list[dict[str, Any]] | None = None, run: int = 1
+               ) -> tuple[subprocess.CompletedProcess[str], str]:
+    """model_tests_comment.yml's posting step on `report_dir` (the downloaded artifact of run number `run`);
+    (result, gh log)."""
     bin_dir, log = _fake_gh(tmp_path, pr_head or head_sha, comments or [])
     runner_temp = tmp_path / "runner-temp"
     runner_temp.mkdir(exist_ok=True)
     expressions = {"github.token": "token", "github.repository": "student/mnist",
                    "github.event.workflow_run.head_sha": head_sha,
-                   "github.event.workflow_run.html_url": "https://github.com/student/mnist/actions/runs/1",
+                   "github.event.workflow_run.html_url": f"https://github.com/student/mnist/actions/runs/{run}",
                    "runner.temp": str(runner_temp)}
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RUNNER_TEMP": str(runner_temp),
            "REPORT_DIR": str(report_dir)}
@@ -567,9 +572,11 @@ def test_poster_creates_the_comment(tmp_path):
     assert calls == ["GET repos/student/mnist/pulls/12", "GET repos/student/mnist/issues/12/comments",
                      "POST repos/student/mnist/issues/12/comments"], log
     body = json.loads(log.splitlines()[-1])["body"]
-    assert body.startswith(COMMENT_MARKER + "\n## mnist-arch check")
+    assert body.startswith(COMMENT_MARKER + "\n<!-- mnist-arch-part:10-models.md sha=aaaaaaa "
+                           "run=https://github.com/student/mnist/actions/runs/1 -->\n## mnist-arch check")
     assert body.index("`net`") < body.index("<details>bench"), "the parts in file-name order"
-    assert "actions/runs/1" in body
+    assert body.endswith("<sub>model-tests runs: check [aaaaaaa](https://github.com/student/mnist/actions/runs/1); "
+                         "posted by model_tests_comment.yml</sub>")
 
 
 def test_poster_edits_its_own_comment(tmp_path):
@@ -613,7 +620,92 @@ def test_poster_cuts_a_huge_report(tmp_path):
     proc, log = run_poster(tmp_path, report)
     assert proc.returncode == 0, output(proc)
     body = json.loads(log.splitlines()[-1])["body"]
-    assert len(body) < 65_536 and "cut at 60,000 characters" in body
+    assert len(body) < 65_536 and "cut at 60000 characters" in body
+
+
+def _posted(log: str) -> str:
+    """The body of the comment the poster created or edited (its last call)."""
+    return json.loads(log.splitlines()[-1])["body"]
+
+
+def _post_run(tmp_path: Path, run: int, parts: dict[str, str], old_body: str | None,
+              head_sha: str = "a" * 40) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Post the artifact of run `run` (`parts`) where the bot's comment holds `old_body` (None: no comment)."""
+    folder = tmp_path / f"run-{run}"
+    folder.mkdir()
+    comments = [] if old_body is None else [{"id": 9, "user": {"login": "github-actions[bot]"}, "body": old_body}]
+    return run_poster(folder, _report(folder, "12\n", parts), head_sha=head_sha, comments=comments, run=run)
+
+
+def _part(body: str, name: str) -> str | None:
+    """The text of part `name` in a posted body, None when it has none."""
+    found = re.search(rf"<!-- mnist-arch-part:{re.escape(name)} sha=[0-9a-f]* run=\S* -->\n(.*?)\n"
+                      r"<!-- /mnist-arch-part -->", body, re.DOTALL)
+    return found[1] if found else None
+
+
+CHECK_PARTS = {"10-models.md": "## mnist-arch check\n| `net` | ✅ pass |\n\n## mnist-arch diff\n| `net` | +0 |\n",
+               "20-benchmarks.md": "<details>bench</details>\n"}
+RULE_PART = {"30-rule.md": "## mnist-arch: the accuracy rule\n\n### `net`: the accuracy rule, ✅ pass\n"}
+
+
+def test_a_rule_run_keeps_the_check_and_diff_parts(tmp_path):
+    # The pull request's check run posts; then the `accuracy-rule` label's run (the rule job alone) posts.
+    proc, log = _post_run(tmp_path, 1, CHECK_PARTS, None)
+    assert proc.returncode == 0, output(proc)
+    first = _posted(log)
+    proc, log = _post_run(tmp_path, 2, RULE_PART, first)
+    assert proc.returncode == 0, output(proc)
+    assert "PATCH repos/student/mnist/issues/comments/9" in log and "POST" not in log, log
+    body = _posted(log)
+    for name, text in {**CHECK_PARTS, **RULE_PART}.items():
+        assert _part(body, name) == text, (name, body)
+    assert body.index("## mnist-arch diff") < body.index("<details>bench") < body.index("accuracy rule")
+    assert body.endswith("<sub>model-tests runs: check [aaaaaaa](https://github.com/student/mnist/actions/runs/1), "
+                         "rule [aaaaaaa](https://github.com/student/mnist/actions/runs/2); posted by "
+                         "model_tests_comment.yml</sub>"), body
+
+
+def test_a_check_run_replaces_its_parts_and_keeps_the_rule(tmp_path):
+    old = _posted(_post_run(tmp_path, 1, {**CHECK_PARTS, **RULE_PART}, None)[1])
+    # The next push: its check has no benchmark comparison (say, no baseline yet), and its rule run is not done.
+    proc, log = _post_run(tmp_path, 2, {"10-models.md": "## mnist-arch check\nsecond push\n"}, old, "b" * 40)
+    assert proc.returncode == 0, output(proc)
+    body = _posted(log)
+    assert _part(body, "10-models.md") == "## mnist-arch check\nsecond push\n"
+    assert _part(body, "20-benchmarks.md") is None, "the check job's stale comparison goes with its run"
+    assert _part(body, "30-rule.md") == RULE_PART["30-rule.md"], "the rule stays, naming its own commit"
+    assert "check [bbbbbbb](https://github.com/student/mnist/actions/runs/2), rule [aaaaaaa](" in body
+
+
+def test_a_part_cannot_forge_another(tmp_path):
+    forged = ("<!-- /mnist-arch-part -->\n<!-- mnist-arch-part:10-models.md sha=0000000 run=x -->\n"
+              "all checks pass\n<!-- /mnist-arch-part -->\n")
+    old = _posted(_post_run(tmp_path, 1, CHECK_PARTS, None)[1])
+    proc, log = _post_run(tmp_path, 2, {"30-rule.md": forged, "31-$(id).md": "x\n", "x.md": "y\n"}, old)
+    assert proc.returncode == 0, output(proc)
+    assert proc.stdout.count("is not named NN-name.md; left out") == 2, proc.stdout
+    body = _posted(log)
+    assert _part(body, "10-models.md") == CHECK_PARTS["10-models.md"], "the check part is the check run's"
+    assert body.count("<!-- mnist-arch-part:") == 3 and "sha=0000000" not in _part(body, "10-models.md")
+    # Posted again on top of itself, the quoted markers stay quoted: the parts are the same three.
+    again = _posted(_post_run(tmp_path, 3, RULE_PART, body)[1])
+    assert _part(again, "10-models.md") == CHECK_PARTS["10-models.md"]
+    assert _part(again, "30-rule.md") == RULE_PART["30-rule.md"]
+
+
+def test_a_report_of_badly_named_parts_only_posts_nothing(tmp_path):
+    proc, log = run_poster(tmp_path, _report(tmp_path, "12", {"notes.md": "x\n"}))
+    assert proc.returncode == 0, output(proc)
+    assert "nothing posted" in proc.stdout and "POST" not in log and "PATCH" not in log, log
+
+
+def test_each_part_is_cut_to_its_share(tmp_path):
+    proc, log = _post_run(tmp_path, 1, {"10-models.md": "x" * 50_000, "30-rule.md": "y" * 50_000}, None)
+    assert proc.returncode == 0, output(proc)
+    body = _posted(log)
+    assert len(body) < 65_536 and body.count("(cut at 30000 characters)") == 2
+    assert _part(body, "30-rule.md").startswith("y" * 30_000), "the rule keeps its share"
 
 
 # --------------------------------------------------------------------------- our model_tests.yml
@@ -701,6 +793,234 @@ def test_gpu_job_is_opt_in_self_hosted():
     assert job.get("if") == "vars.MNIST_ARCH_GPU_RUNNER == 'true'"
     assert re.search(r"^pytest -m slow$", _run_scripts(job), re.MULTILINE)  # the full recipes, on CUDA there
     assert load_yaml(ACTIONLINT_CONFIG) == {"self-hosted-runner": {"labels": ["gpu"]}}
+
+
+# --------------------------------------------------------------------------- the rule job of the template
+
+
+RULE_STEP = "The accuracy rule (job summary and pull-request comment)"
+RULE_LABEL = "accuracy-rule"
+TORCH_RULE_INDEX = "${{ vars.MNIST_ARCH_RULE_TORCH_INDEX || 'https://download.pytorch.org/whl/cpu' }}"
+
+
+def github_if(expression: str, event_name: str, payload: dict[str, Any]) -> bool:
+    """A job's `if:` of the kinds the template writes (==, !=, &&, ||, contains() on the pull request's label
+    names, `github.` paths), evaluated for one event; a path that is not in the payload is null."""
+    def get(path: str) -> Any:
+        value: Any = {"event_name": event_name, "event": payload, "repository": "student/mnist"}
+        for key in path.split(".")[1:]:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    labels = [label["name"] for label in (payload.get("pull_request") or {}).get("labels", [])]
+    python = expression.replace("github.event.pull_request.labels.*.name", "_labels")
+    python = re.sub(r"\bgithub(?:\.[A-Za-z_]+)+", lambda m: f"_get({m[0]!r})", python)
+    python = python.replace("&&", " and ").replace("||", " or ").replace("contains(", "_contains(")
+    assert not re.search(r"!(?!=)|\$\{\{", python), f"an operator this evaluator does not know: {expression}"
+    return bool(eval(python, {"__builtins__": {}}, {"_get": get, "_labels": labels,  # noqa: S307 - our template
+                                                    "_contains": lambda seq, item: item in seq}))
+
+
+def _pr(action: str, labels: tuple[str, ...] = (), label: str | None = None, fork: bool = False) -> dict[str, Any]:
+    head = {"repo": {"full_name": "someone/mnist" if fork else "student/mnist"}}
+    payload: dict[str, Any] = {"action": action, "pull_request": {"labels": [{"name": n} for n in labels],
+                                                                  "head": head}}
+    if label:
+        payload["label"] = {"name": label}
+    return payload
+
+
+#: Which jobs an event starts: (event, payload) -> (the check job, the rule job).
+EVENTS = {
+    "push": (("push", {}), (True, False)),
+    "pull request opened": (("pull_request", _pr("opened")), (True, False)),
+    "push to a pull request": (("pull_request", _pr("synchronize")), (True, False)),
+    "push to a labelled pull request": (("pull_request", _pr("synchronize", (RULE_LABEL,))), (True, True)),
+    "reopened with the label": (("pull_request", _pr("reopened", (RULE_LABEL, "bug"))), (True, True)),
+    "the label added": (("pull_request", _pr("labeled", (RULE_LABEL,), RULE_LABEL)), (False, True)),
+    "the label added to a fork's": (("pull_request", _pr("labeled", (RULE_LABEL,), RULE_LABEL, True)), (False, True)),
+    "push to a fork's labelled": (("pull_request", _pr("synchronize", (RULE_LABEL,), fork=True)), (True, False)),
+    "another label added beside it": (("pull_request", _pr("labeled", (RULE_LABEL, "bug"), "bug")), (False, False)),
+    "another label alone": (("pull_request", _pr("labeled", ("bug",), "bug")), (False, False)),
+    "schedule": (("schedule", {}), (False, True)),
+    "on request": (("workflow_dispatch", {}), (False, True)),
+}
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory) -> list[Path]:
+    """model_tests.yml as init renders it: each project folder, each install kind."""
+    return [p for p in rendered(tmp_path_factory.mktemp("templates")) if p.name == "model_tests.yml"]
+
+
+@pytest.mark.parametrize("event", sorted(EVENTS))
+def test_which_job_each_event_starts(templates, event):
+    (name, payload), (check, rule) = EVENTS[event]
+    for path in templates:
+        jobs = _jobs(path)
+        assert set(jobs) == {"model-tests", "rule"}, path
+        assert name in _triggers(workflow(path)), path
+        assert github_if(jobs["model-tests"]["if"], name, payload) is check, (path, event)
+        assert github_if(jobs["rule"]["if"], name, payload) is rule, (path, event)
+
+
+def test_the_label_triggers_and_cancels_nothing(templates):
+    for path in templates:
+        doc = workflow(path)
+        assert doc["on"]["pull_request"]["types"] == ["opened", "synchronize", "reopened", "labeled"]
+        assert [c["cron"] for c in doc["on"]["schedule"]] == ["17 3 * * 1"]
+        assert "workflow_dispatch" in doc["on"]
+        # No workflow-level group, which every run would enter: each job has its own, entered only when the job
+        # runs, so the label's run (the check skipped) cannot cancel a running check, nor a push a running rule.
+        assert "concurrency" not in doc
+        check, rule = (doc["jobs"][job]["concurrency"] for job in ("model-tests", "rule"))
+        assert check == {"group": "${{ github.workflow }}-check-${{ github.ref }}", "cancel-in-progress": True}
+        assert rule == {"group": "${{ github.workflow }}-rule-${{ github.ref }}", "cancel-in-progress": True}
+
+
+def test_the_rule_job_runs_where_a_variable_says_with_that_torch(templates):
+    for path in templates:
+        jobs = _jobs(path)
+        rule, check = jobs["rule"], jobs["model-tests"]
+        assert rule["runs-on"] == "${{ vars.MNIST_ARCH_RULE_RUNS_ON || 'ubuntu-latest' }}"
+        assert check["runs-on"] == "ubuntu-latest"
+        assert rule["timeout-minutes"] == 120 > check["timeout-minutes"]
+        assert rule["defaults"] == check["defaults"], "the same project folder"
+        indexes = []
+        for job in (check, rule):
+            install = next(s for s in job["steps"] if s.get("id") == "install")
+            indexes.append(install["with"]["torch-index"] if "uses" in install else install["env"]["TORCH_INDEX"])
+            if "run" in install:
+                assert install["run"].count('"$TORCH_INDEX"') == 2, "torch and the requirements, from that index"
+        assert indexes == ["https://download.pytorch.org/whl/cpu", TORCH_RULE_INDEX]
+        script = _run_scripts(rule)
+        assert 'mnist-arch train "$name" --tier rule --format json' in script
+        assert 'python -m mnist_arch.chart "$RUNNER_TEMP/rule-$i.json" >> "$report"' in script
+        upload = next(s for s in rule["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
+        assert upload["with"]["name"] == "mnist-arch-report-rule", "the poster downloads mnist-arch-report*"
+        assert "mnist-arch-report*" == workflow(COMMENT)["jobs"]["comment"]["steps"][0]["with"]["pattern"]
+
+
+RULE_PROJECT = """\
+[tool.mnist-arch.models.net]
+model = "model.py:Net"
+[tool.mnist-arch.models.net.rule]
+threshold = 0.994
+epochs = 15
+consecutive = 3
+
+[tool.mnist-arch.models.plain]
+model = "model.py:Net"
+
+[tool.mnist-arch.models.weak]
+model = "model.py:Net"
+[tool.mnist-arch.models.weak.rule]
+threshold = 0.994
+
+[tool.mnist-arch.models.broken]
+model = "model.py:Broken"
+[tool.mnist-arch.models.broken.rule]
+threshold = 0.994
+"""
+
+
+def _rule_json(name: str, accuracies: list[float], passed: bool) -> str:
+    history = [{"epoch": i, "train_loss": 0.1, "train_accuracy": a, "test_loss": 0.02, "test_accuracy": a,
+                "lr": 0.01, "seconds": 12.0} for i, a in enumerate(accuracies, 1)]
+    return json.dumps({"model": name, "recipe": "rule", "epochs": len(history), "seconds": 12.0 * len(history),
+                       "test_accuracy": accuracies[-1], "history": history, "collapsed": None, "threads": 2,
+                       "device": "cpu", "precision": "fp32", "setting": "fp32", "min_accuracy": 0.994,
+                       "passed": passed, "rule": {"threshold": 0.994, "epochs": 15, "consecutive": 3}})
+
+
+def _fake_mnist_arch(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in for `mnist-arch train NAME --tier rule --format json` (the rule tier's own tests train for
+    real): `net` holds the rule, `weak` does not, `broken` cannot be judged; each call is logged."""
+    bin_dir, log, canned = tmp_path / "bin", tmp_path / "mnist-arch.log", tmp_path / "canned"
+    bin_dir.mkdir()
+    canned.mkdir()
+    (canned / "net.json").write_text(_rule_json("net", [0.99, 0.9941, 0.9945, 0.995], True))
+    (canned / "weak.json").write_text(_rule_json("weak", [0.98, 0.9942, 0.99, 0.991], False))
+    fake = bin_dir / "mnist-arch"
+    fake.write_text(f"""#!{sys.executable}
+import pathlib, sys
+with open({str(log)!r}, "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+name = sys.argv[2]
+if name == "broken":
+    print("mnist-arch train: Model broken: the model's code raised RuntimeError: boom (phase: build).",
+          file=sys.stderr)
+    sys.exit(2)
+print("net: 15 epochs, about 9 minutes on this CPU, 2 threads, fp32", file=sys.stderr)
+sys.stdout.write(pathlib.Path({str(canned)!r}, name + ".json").read_text())
+sys.exit(0 if name == "net" else 1)
+""")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return bin_dir, log
+
+
+def run_rule_step(tmp_path: Path, pyproject: str, event: str = "pull_request"
+                  ) -> tuple[subprocess.CompletedProcess[str], str, Path]:
+    """The rule job's report step of the rendered template, with the stand-in mnist-arch, in a project whose
+    pyproject.toml is `pyproject`; (result, the stand-in's log, the report folder)."""
+    template = tmp_path / "model_tests.yml"
+    template.write_text(render_workflow("model_tests.yml"), encoding="utf-8")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(pyproject)
+    bin_dir, log = _fake_mnist_arch(tmp_path)
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    expressions = {"github.workspace": str(tmp_path),
+                   "github.event.pull_request.number": "12" if event == "pull_request" else "",
+                   "github.event.pull_request.head.sha || github.sha": "c" * 40}
+    env = {"PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]]),
+           "RUNNER_TEMP": str(runner_temp), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+           "GITHUB_EVENT_NAME": event, "PYTHONPATH": str(REPO_ROOT)}
+    proc = run_step(template, RULE_STEP, project, expressions, env)
+    return proc, log.read_text() if log.exists() else "", runner_temp / "mnist-arch-report"
+
+
+def test_rule_step_trains_each_model_with_a_rule_and_reports_every_one(tmp_path):
+    proc, calls, report_dir = run_rule_step(tmp_path, RULE_PROJECT)
+    assert proc.returncode == 2, output(proc)  # the worst of 0 (net), 1 (weak) and 2 (broken)
+    assert calls.splitlines() == [f"train {name} --tier rule --format json" for name in ("net", "weak", "broken")]
+    assert "about 9 minutes on this CPU" in proc.stderr, "the trainer's own lines reach the log"
+    assert "::error::the accuracy rule: exit 2" in proc.stdout
+    report = (report_dir / "30-rule.md").read_text()
+    assert report.startswith("## mnist-arch: the accuracy rule (commit ccccccc)\n")
+    assert "a floor from five one-epoch seeds: it catches breakage; the course rule is the rule tier" in report
+    assert "### `net`: the accuracy rule, ✅ pass" in report and "### `weak`: the accuracy rule, ❌ fail" in report
+    assert "### broken: the rule could not be judged" in report and "RuntimeError: boom" in report
+    assert "plain" not in report, "a model without a rule is not trained"
+    assert report.count("```mermaid") == 2
+    assert (tmp_path / "summary.md").read_text() == report
+    assert (report_dir / "pr-number").read_text() == "12\n"
+
+    # What the poster makes of it, on the comment the check run left: the check part stays.
+    old = _posted(_post_run(tmp_path, 1, CHECK_PARTS, None, head_sha="c" * 40)[1])
+    poster = tmp_path / "poster"
+    poster.mkdir()
+    proc, log = run_poster(poster, report_dir, head_sha="c" * 40, run=2,
+                           comments=[{"id": 9, "user": {"login": "github-actions[bot]"}, "body": old}])
+    assert proc.returncode == 0, output(proc)
+    body = _posted(log)
+    assert _part(body, "10-models.md") == CHECK_PARTS["10-models.md"] and _part(body, "30-rule.md") == report
+
+
+def test_rule_step_without_a_rule_trains_nothing(tmp_path):
+    proc, calls, report_dir = run_rule_step(tmp_path, '[tool.mnist-arch.models.net]\nmodel = "model.py:Net"\n',
+                                            event="schedule")
+    assert proc.returncode == 0, output(proc)
+    assert calls == ""
+    assert "No model declares a rule" in (report_dir / "30-rule.md").read_text()
+    assert not (report_dir / "pr-number").exists(), "no pull request on a schedule"
+
+
+def test_rule_step_names_a_pyproject_it_cannot_read(tmp_path):
+    proc, calls, _ = run_rule_step(tmp_path, "[tool.mnist-arch\n")
+    assert proc.returncode == 2 and calls == "", output(proc)
+    assert "::error::pyproject.toml cannot be read" in proc.stdout and "TOMLDecodeError" in proc.stderr
 
 
 # --------------------------------------------------------------------------- the release
