@@ -89,3 +89,39 @@ def test_badge_without_a_github_remote_says_what_to_do(tmp_path, remote):
         assert "run `mnist-arch badge` again" in message
     else:
         assert f"The git remote '{remote}' is not a GitHub repository" in message
+
+
+# --- A reader that went away (issue 25): `mnist-arch diff --format json | head -40` -----------------------------
+
+TRAINED = TABLE + b'\n[tool.mnist-arch.models.net.train]\nmin_accuracy = 0.1\ntrain_subset = 256\n'
+FORMATS = {"summary": ("table", "json", "markdown"), "check": ("table", "json", "markdown"),
+           "diff": ("table", "json", "markdown"), "train": ("text", "json", "markdown"),
+           "bench": ("table", "json", "markdown")}
+ARGS = {"summary": ["net"], "diff": ["--base", "HEAD"], "train": ["net"],
+        "bench": ["--paths", "eager", "--batch-sizes", "1", "--min-time", "0.01"],
+        "init": ["--model", "model.py:Net", "--requirement", "mnist-arch"]}
+CLOSED_PIPE = [[flag] for flag in ("--help", "--version")] + [["list"], ["badge"], ["init"]] + [
+    [command, "--format", fmt] for command, formats in FORMATS.items() for fmt in formats]
+
+
+@pytest.fixture(scope="module")
+def trained_repo(tmp_path_factory):
+    return assignment(tmp_path_factory.mktemp("pipe") / "repo", pyproject=TRAINED)
+
+
+@pytest.mark.parametrize("argv", CLOSED_PIPE, ids=" ".join)
+def test_a_closed_pipe_is_no_traceback(trained_repo, tmp_path, argv):
+    # stdout is a pipe whose read end is closed before the command starts, so its first write fails.
+    repo = assignment(tmp_path / "repo") if argv[0] == "init" else trained_repo
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        env = {**os.environ, "MNIST_ARCH_DATA": os.environ.get("MNIST_ARCH_DATA", "")}
+        proc = subprocess.run([str(BIN / "mnist-arch"), *argv, *ARGS.get(argv[0], [])], cwd=repo, env=env,
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=300, check=False)
+    finally:
+        os.close(write)
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    assert "Error" not in proc.stderr, proc.stderr
+    # 141: what a shell reports for a writer ended by SIGPIPE; argparse's --help and --version end first with 0
+    assert proc.returncode == (0 if argv[0].startswith("--") else 141), proc.stderr
