@@ -131,6 +131,8 @@ def _cmd_check(args) -> int:
     project = load_project()
     if args.require_table:
         project.require_table()
+    if not args.names and not args.model and project.reference_note():
+        print(f"mnist-arch check: {project.reference_note()}", file=sys.stderr)
     results = judge_all(project, _models(args, project), changes, timeout=args.timeout)
     reports = [r for r in results if not isinstance(r, MnistArchError)]
     errors = [str(r) for r in results if isinstance(r, MnistArchError)]  # the others are still judged

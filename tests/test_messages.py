@@ -125,3 +125,32 @@ def test_a_closed_pipe_is_no_traceback(trained_repo, tmp_path, argv):
     assert "Error" not in proc.stderr, proc.stderr
     # 141: what a shell reports for a writer ended by SIGPIPE; argparse's --help and --version end first with 0
     assert proc.returncode == (0 if argv[0].startswith("--") else 141), proc.stderr
+
+
+# --- Words that stop a student (issue 25) -----------------------------------------------------------------------
+
+
+def test_train_without_a_train_table_says_what_to_add(tmp_path):
+    repo = assignment(tmp_path / "repo", pyproject=TABLE)
+    proc = run(repo, str(BIN / "mnist-arch"), "train", "net")
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr, output(proc)
+    message = proc.stderr.strip()
+    assert "\n" not in message and "declares no 'quick' recipe; it has none." in message, message
+    assert "needs a [tool.mnist-arch.models.net.train] table with min_accuracy" in message, message
+    assert f"add one below its table in {repo / 'pyproject.toml'}" in message, message
+    assert "`mnist-arch init --model model.py:Net --name net --min-accuracy auto --force`" in message, message
+
+
+def test_check_says_when_it_judges_our_references(tmp_path):
+    proc = run(tmp_path, str(BIN / "mnist-arch"), "check", "--format", "json")
+    judged = [m["name"] for m in json.loads(proc.stdout)["models"]]
+    assert proc.returncode == 0 and len(judged) == 5, output(proc)  # the references all pass: exit code unchanged
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"mnist-arch check: No pyproject.toml in {tmp_path.resolve()} or any folder above it "
+                           "declares models in [tool.mnist-arch], so these are mnist-arch's own 5 reference models, "
+                           "not yours: declare yours with `mnist-arch init --model PATH.py:ATTR`"), line
+    named = run(tmp_path, str(BIN / "mnist-arch"), "check", judged[0], "--format", "json")
+    assert named.returncode == 0 and named.stderr == "", output(named)  # a reference named is no surprise
+    repo = assignment(tmp_path / "repo", pyproject=TABLE)
+    declared = run(repo, str(BIN / "mnist-arch"), "check")
+    assert declared.returncode == 0 and declared.stderr == "", output(declared)
