@@ -154,3 +154,82 @@ def test_check_says_when_it_judges_our_references(tmp_path):
     repo = assignment(tmp_path / "repo", pyproject=TABLE)
     declared = run(repo, str(BIN / "mnist-arch"), "check")
     assert declared.returncode == 0 and declared.stderr == "", output(declared)
+
+
+OLD_ACTIONS = """\
+on: push
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v2
+      - uses: actions/setup-python@0a5c61591373683505ea898e09a3ea4f39ef2b9c  # v2.3.0
+      - uses: "actions/cache@v2.1.7"
+      - uses: actions/cache/restore@v4
+      - uses: actions/download-artifact@v4
+      - uses: actions/setup-python@v7
+      - uses: actions/checkout@main
+      - uses: someone/else@v1
+"""
+
+
+def test_init_notes_every_end_of_life_action_major(tmp_path):
+    repo = assignment(tmp_path / "repo")
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "old.yml").write_text(OLD_ACTIONS)
+    proc = run(repo, str(BIN / "mnist-arch"), "init", *ARGS["init"])
+    assert proc.returncode == 0, output(proc)
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("Note: .github/workflows/old.yml")]
+    named = [(note.split(" uses ")[1].split()[0], note.split("(line ")[1].split(")")[0]) for note in notes]
+    assert named == [("actions/checkout@v2", "6"), ("actions/setup-python@v2", "7"), ("actions/cache@v2", "8"),
+                     ("actions/cache/restore@v4", "9"), ("actions/download-artifact@v4", "10")], proc.stdout
+    old_node = "(GitHub has retired it: it was written for node12 or node16, runtimes its runners no longer run)"
+    assert old_node in notes[0] and "Move it to v7 (or a later major)" in notes[0], notes[0]
+    assert "(GitHub has retired it: jobs that use it fail). Move it to v6" in notes[2], notes[2]
+    assert "(it runs on node20, which GitHub removed from its runners on 23 September 2026). Move it to v8" in notes[4]
+
+
+def test_the_major_to_move_to_is_the_one_init_writes():
+    # END_OF_LIFE_ACTIONS is the one list; where model_tests.yml uses an action, the note sends users to its major.
+    from mnist_arch.init import END_OF_LIFE_ACTIONS
+    from tests.test_workflows import TEMPLATES_DIR, uses_lines
+
+    written = {action: int(comment.lstrip("v").split(".")[0]) for path in TEMPLATES_DIR.rglob("*.yml")
+               for action, _, comment in uses_lines(path) if comment and action in END_OF_LIFE_ACTIONS}
+    assert len(written) >= 6, written
+    for action, major in written.items():
+        old, current = END_OF_LIFE_ACTIONS[action]
+        assert current == major and major not in old, (action, old, current, major)
+
+
+@pytest.mark.parametrize("config, uncollected", [
+    (None, ["model_tests.py"]),
+    (("pytest.ini", "[pytest]\npython_files = check_*.py model_tests.py\n"), ["test_model.py"]),
+    (("setup.cfg", "[metadata]\nname = x\n\n[tool:pytest]\npython_files = check_*.py\n"),
+     ["model_tests.py", "test_model.py"]),
+    (("tox.ini", "[tox]\nenvlist = py\n"), ["model_tests.py"]),  # no [pytest] section: pytest's default
+])
+def test_init_notes_test_files_pytest_will_not_collect(tmp_path, config, uncollected):
+    repo = assignment(tmp_path / "repo")  # its test_model.py matches pytest's default test_*.py
+    (repo / "model_tests.py").write_text("from model import Net\n\n\ndef test_it_builds():\n    Net()\n")
+    (repo / "check_model.py").write_text("def test_checked():\n    pass\n")
+    (repo / "test_helpers").mkdir()
+    (repo / "test_helpers" / "data_for_tests.py").write_text("SIZES = [1, 2]\n")  # defines no test: no note
+    if config:
+        (repo / config[0]).write_text(config[1])
+    proc = run(repo, str(BIN / "mnist-arch"), "init", *ARGS["init"])
+    assert proc.returncode == 0, output(proc)
+    notes = [line for line in proc.stdout.splitlines() if "that pytest will not run" in line]
+    assert [note.split()[1] for note in notes] == uncollected, proc.stdout
+    source = f"set in {config[0]}" if config and "python_files" in config[1] else "pytest's default"
+    assert all(f": {source}), so neither pytest here nor model_tests.yml collects it." in n for n in notes), notes
+    if "model_tests.py" in uncollected:
+        note = notes[uncollected.index("model_tests.py")]
+        assert "model_tests.py defines tests (test_it_builds, line 4) that pytest will not run" in note, note
+        assert "Rename it (e.g. test_model_tests.py)" in note, note
+    # pytest itself agrees: what the notes name is not collected, the other test files are
+    collected = run(repo, sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:mnist_arch",
+                    "-p", "no:cacheprovider", "-p", "no:benchmark")
+    files = {line.split("::")[0] for line in collected.stdout.splitlines() if "::" in line}
+    assert files == {"model_tests.py", "test_model.py", "check_model.py"} - set(uncollected) - (
+        set() if config and "python_files" in config[1] else {"check_model.py"}), collected.stdout
