@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -233,3 +234,82 @@ def test_init_notes_test_files_pytest_will_not_collect(tmp_path, config, uncolle
     files = {line.split("::")[0] for line in collected.stdout.splitlines() if "::" in line}
     assert files == {"model_tests.py", "test_model.py", "check_model.py"} - set(uncollected) - (
         set() if config and "python_files" in config[1] else {"check_model.py"}), collected.stdout
+
+
+COUNTED = '''
+import os
+from pathlib import Path
+
+import torch.nn as nn
+
+with open(Path(__file__).with_name("imports.txt"), "a") as f:  # one line each time a process imports it
+    f.write(f"{os.getpid()}\\n")
+
+
+class Net(nn.Sequential):
+    def __init__(self):
+        super().__init__(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+'''
+COUNTED_TABLE = TABLE + b'require = ["batchnorm", "dropout"]\n'
+
+
+def counted_repo(path: Path) -> Path:
+    repo = assignment(path, pyproject=COUNTED_TABLE)
+    (repo / "model.py").write_text(COUNTED)
+    (repo / "test_model.py").unlink()  # the student's test imports the model itself
+    return repo
+
+
+def test_collect_only_builds_no_model(tmp_path):
+    repo = counted_repo(tmp_path / "repo")
+    proc = run(repo, sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider")
+    assert proc.returncode == 0, output(proc)
+    assert "pyproject.toml::net::require.dropout" in proc.stdout and "pyproject.toml::net::load" in proc.stdout
+    assert not (repo / "imports.txt").exists(), "collecting imported the model"
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]])
+def test_each_model_is_judged_once_per_process(tmp_path, xdist):
+    repo = counted_repo(tmp_path / "repo")
+    proc = run(repo, sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-p", "no:benchmark", *xdist)
+    assert proc.returncode == 0 and "5 passed" in proc.stdout, output(proc)  # load, params, shape, 2 requires
+    imports = (repo / "imports.txt").read_text().split()
+    assert len(imports) <= (2 if xdist else 1) and len(set(imports)) == len(imports), imports
+
+
+def test_plain_pytest_runs_the_forward_items_without_a_timing_table(tmp_path):
+    pytest.importorskip("pytest_benchmark")
+    repo = counted_repo(tmp_path / "repo")
+    proc = run(repo, sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider")
+    assert proc.returncode == 0, output(proc)
+    assert "pyproject.toml::net::forward[1] PASSED" in proc.stdout and "forward[64] PASSED" in proc.stdout
+    table = re.search(r"-+ benchmark: \d+ tests? -+", proc.stdout)  # pytest-benchmark's table, and its header row
+    assert table is None and "(time in " not in proc.stdout, proc.stdout
+    assert "Benchmark fixture was not used" not in proc.stdout, proc.stdout
+
+
+def test_the_items_collected_are_the_checks_the_engine_makes():
+    # The plugin collects Spec.check_ids() without building a model; the engine must make exactly those checks
+    # (besides the ones a model adds: params.stable, lints), or an item would fail as an error of ours.
+    import torch.nn as nn
+
+    from mnist_arch.checks import check_model
+    from mnist_arch.registry import create_model, get_spec, list_models
+    from mnist_arch.spec import Layer, Spec
+
+    def made(model, spec):
+        checks = check_model(model, spec).checks
+        return [c.id for c in checks if c.id != "params.stable" and not c.id.startswith("lint.")]
+
+    for name in list_models():
+        spec = get_spec(name)
+        assert sorted(made(create_model(name), spec)) == sorted(spec.check_ids()), name
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.1), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(4, 10), nn.LogSoftmax(1))
+    every = Spec(exact_params=98, max_params=98, params_below=99, exact_mult_adds=1, max_mult_adds=1,
+                 min_receptive_field=3, require=frozenset({"batchnorm", "dropout", "gap"}),
+                 require_any=(frozenset({"gap", "fc"}), frozenset({"dropout"})), final_activation="log_softmax",
+                 layers=(Layer("0", (4, 26, 26), receptive_field=3), Layer("6", (10,)), Layer("nope", (1,))),
+                 batchnorm_after_every_conv=True)
+    assert sorted(made(net, every)) == sorted(every.check_ids()) and len(every.check_ids()) == 18
