@@ -348,7 +348,7 @@ def test_generated_workflow_steps_run_locally(tmp_path):
     proc = step("pytest", "push")
     assert proc.returncode == 0, output(proc)
     assert "test_model.py" in proc.stdout and "pyproject.toml" in proc.stdout, proc.stdout
-    assert re.search(r"\b9 passed, 1 skipped\b", proc.stdout), proc.stdout  # the training item: no MNIST here
+    assert re.search(r"\b10 passed, 1 skipped\b", proc.stdout), proc.stdout  # the training item: no MNIST here
     proc = step("Compliance report (job summary and pull-request comment)", "push")
     assert proc.returncode == 0, output(proc)
     assert "## mnist-arch check" in summary.read_text() and "`net`" in summary.read_text()
