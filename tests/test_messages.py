@@ -313,3 +313,41 @@ def test_the_items_collected_are_the_checks_the_engine_makes():
                  layers=(Layer("0", (4, 26, 26), receptive_field=3), Layer("6", (10,)), Layer("nope", (1,))),
                  batchnorm_after_every_conv=True)
     assert sorted(made(net, every)) == sorted(every.check_ids()) and len(every.check_ids()) == 18
+
+
+REUSED = '''
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 8, 3)
+        self.head = nn.Linear(8, 10)
+        self.pool = nn.MaxPool2d(2)  # defined after the last conv, called before it
+        self.act = nn.ReLU()  # called twice
+        self.unused = nn.Dropout(0.1)  # defined, never called
+
+    def forward(self, x):
+        x = self.pool(self.act(self.conv1(x)))  # 28 -> 26 -> 13
+        x = self.act(self.conv2(x))  # 13 -> 11
+        return self.head(x.mean((2, 3)))
+'''
+
+
+def test_summary_lists_every_call_in_the_order_the_pass_runs_them(tmp_path):
+    (tmp_path / "model.py").write_text(REUSED)
+    proc = run(tmp_path, str(BIN / "mnist-arch"), "summary", "model.py:Net", "--format", "json")
+    assert proc.returncode == 0, output(proc)
+    rows = [(r["name"], r["call"], r["output_shape"], r["receptive_field"] and r["receptive_field"]["size"])
+            for r in json.loads(proc.stdout)["layers"]]
+    # receptive fields by hand: conv 3; pool 3 + 1 = 4 (jump 2); conv2 4 + 2 * 2 = 8; the mean over 11 positions
+    # at jump 2: 8 + 10 * 2 = 28
+    assert rows == [("", 1, [10], [28, 28]), ("conv1", 1, [4, 26, 26], [3, 3]), ("act", 1, [4, 26, 26], [3, 3]),
+                    ("pool", 1, [4, 13, 13], [4, 4]), ("conv2", 1, [8, 11, 11], [8, 8]),
+                    ("act", 2, [8, 11, 11], [8, 8]), ("head", 1, [10], [28, 28]),
+                    ("unused", 0, None, None)], rows
+    table = run(tmp_path, str(BIN / "mnist-arch"), "summary", "model.py:Net").stdout.splitlines()
+    cells = [re.split(r"\s{2,}", line.strip()) for line in table[3:]]
+    assert [c[0] for c in cells] == ["(model)", "conv1", "act", "pool", "conv2", "act #2", "head", "unused"], table
+    assert cells[5][3] == "shared" and cells[7][2] == "-", table  # act #2 shares its parameters; unused did not run
