@@ -131,6 +131,8 @@ def _cmd_check(args) -> int:
     project = load_project()
     if args.require_table:
         project.require_table()
+    if not args.names and not args.model and project.reference_note():
+        print(f"mnist-arch check: {project.reference_note()}", file=sys.stderr)
     results = judge_all(project, _models(args, project), changes, timeout=args.timeout)
     reports = [r for r in results if not isinstance(r, MnistArchError)]
     errors = [str(r) for r in results if isinstance(r, MnistArchError)]  # the others are still judged
@@ -433,12 +435,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _quiet_on_closed_pipe(func: Callable[[], int]) -> int:
+    """`func()`'s exit code, or 141 when the reader of stdout went away first (`mnist-arch diff --format json |
+    head -40`): no traceback, and no "Exception ignored" from the flush at exit, for which stdout is pointed at
+    /dev/null. 141 is what a shell reports for a writer ended by SIGPIPE (`yes | head`): under `set -o pipefail`
+    a cut-short output is not mistaken for a verdict (the verdict itself was not all written)."""
+    import os
+
+    try:
+        try:
+            return func()
+        finally:  # also on SystemExit (--help, --version): the last lines may still sit in the buffer
+            sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+
+
 def run() -> None:
     """Console-script entry point."""
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads anywhere: see mnist_arch._forkserver
-    sys.exit(main())
+    sys.exit(_quiet_on_closed_pipe(main))
 
 
 if __name__ == "__main__":

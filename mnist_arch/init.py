@@ -83,9 +83,37 @@ COURSE_RECIPE = {"optimizer": "sgd", "lr": 0.01, "optimizer_kwargs": {"momentum"
                  "schedule_kwargs": {"max_lr": 0.05, "pct_start": 0.25}, "batch_size": 128, "rotation": 7}
 #: The seeds of `--min-accuracy auto`: the five of the threshold rule (docs/training.md).
 SEEDS = (0, 1, 2, 3, 4)
-# A workflow line that runs pytest (not one that installs it), and the artifact actions GitHub has retired.
+# A workflow line that runs pytest (not one that installs it).
 _RUNS_PYTEST = re.compile(r"(?:^|[\s;&|(])(?:python3? -m )?pytest(?=\s|$)")
-_RETIRED_ARTIFACT = re.compile(r"actions/(?:upload|download)-artifact@v[1-3]\b")
+# `uses: OWNER/REPO[/PATH]@vN...`, or `@COMMIT  # vN...` as pinned actions are written.
+_USES = re.compile(r"^\s*(?:-\s+)?uses:\s*[\"']?(?P<action>[\w.-]+/[\w./-]+)@(?P<ref>[\w./-]+)[\"']?"
+                   r"\s*(?:#\s*(?P<tag>v\d\S*))?")
+_FAILS = "GitHub has retired it: jobs that use it fail"
+_OLD_NODE = "GitHub has retired it: it was written for node12 or node16, runtimes its runners no longer run"
+_NODE20 = "it runs on node20, which GitHub removed from its runners on 23 September 2026"
+#: Action majors at their end of life on GitHub's hosted runners, the one list init's notes read: action -> (each
+#: such major and why, the major to move to: the one model_tests.yml uses, else the newest).
+#: Sources: actionlint 1.17's table of popular actions (github.com/rhysd/actionlint, popular_actions.go: the majors
+#: it reports as retired on GitHub.com, and those on node20), and GitHub's own notices: "Deprecation notice: v3 of
+#: the artifact actions" (github.blog/changelog 2024-04-16; v1-v3 fail since 30 January 2025), the cache service
+#: v2 notice (github.com/actions/cache/discussions/1510; cache v1-v2 fail since 1 March 2025), "Transitioning from
+#: Node 16 to Node 20" (github.blog/changelog 2023-09-22) and "Deprecation of Node 20 on GitHub Actions runners"
+#: (github.blog/changelog 2025-09-19; removal on 23 September 2026).
+END_OF_LIFE_ACTIONS: dict[str, tuple[dict[int, str], int]] = {
+    "actions/checkout": ({1: _OLD_NODE, 2: _OLD_NODE, 3: _OLD_NODE, 4: _NODE20}, 7),
+    "actions/setup-python": ({1: _OLD_NODE, 2: _OLD_NODE, 3: _OLD_NODE, 4: _OLD_NODE, 5: _NODE20}, 7),
+    "actions/setup-node": ({1: _OLD_NODE, 2: _OLD_NODE, 3: _OLD_NODE, 4: _NODE20}, 7),
+    "actions/cache": ({1: _FAILS, 2: _FAILS, 3: _OLD_NODE, 4: _NODE20}, 6),
+    "actions/cache/restore": ({3: _OLD_NODE, 4: _NODE20}, 6),
+    "actions/cache/save": ({3: _OLD_NODE, 4: _NODE20}, 6),
+    "actions/upload-artifact": ({1: _FAILS, 2: _FAILS, 3: _FAILS, 4: _NODE20, 5: _NODE20}, 7),
+    "actions/download-artifact": ({1: _FAILS, 2: _FAILS, 3: _FAILS, 4: _NODE20, 5: _NODE20, 6: _NODE20}, 8),
+}
+#: pytest's own python_files, and the files where a repository may set its own (pytest's order in each folder).
+PYTEST_FILES = ("test_*.py", "*_test.py")
+_PYTEST_CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+_DEFINES_TESTS = re.compile(r"^(?:async\s+)?def\s+test\w*\s*\(|^class\s+Test\w*\s*[:(]", re.MULTILINE)
+_NOT_SOURCE = {"node_modules", "site-packages", "venv", "env", "build", "dist", "__pycache__"}
 
 
 @dataclass(frozen=True)
@@ -223,7 +251,7 @@ def init_project(
     _verify(new_text, name, declared, train, pyproject, rule_table)
     project_dir = PurePosixPath(*root.relative_to(top).parts) if top else PurePosixPath(".")
     rendered = {w: render_workflow(w, project_dir, source) for w in WORKFLOWS}
-    result.notes += existing_model_tests(workflows_dir, top or root)
+    result.notes += existing_model_tests(workflows_dir, top or root, root)
 
     with open(pyproject, "w", encoding="utf-8", newline="") as f:  # newline="": the file's own line ends
         f.write(new_text)
@@ -542,9 +570,10 @@ def render_workflow(workflow: str, project_dir: str | PurePosixPath = ".", sourc
     return text
 
 
-def existing_model_tests(workflows_dir: Path, top: Path) -> list[str]:
-    """A note for each workflow already in `workflows_dir` (besides ours) that runs pytest or uses an artifact
-    action GitHub has retired: what to do with it. init never changes or deletes them."""
+def existing_model_tests(workflows_dir: Path, top: Path, root: Path | None = None) -> list[str]:
+    """A note for each workflow already in `workflows_dir` (besides ours) that runs pytest or uses an action major
+    at its end of life (END_OF_LIFE_ACTIONS), and for each test file in `root` that pytest, run there as
+    model_tests.yml runs it, will not collect: what to do with each. init never changes or deletes them."""
     notes = []
     for path in sorted({*workflows_dir.glob("*.yml"), *workflows_dir.glob("*.yaml")}):
         if path.name in WORKFLOWS:
@@ -557,12 +586,86 @@ def existing_model_tests(workflows_dir: Path, top: Path) -> list[str]:
             notes.append(f"{where} already runs pytest (line {runs}), and model_tests.yml runs it too, with your "
                          "declared models: delete that workflow (or its test job) if it only ran these tests, so that "
                          "each push runs them once; keep it if it tests other things. init left it as it was.")
-        retired = next(((n, m[0]) for n, line in enumerate(lines, 1) if (m := _RETIRED_ARTIFACT.search(line))), None)
-        if retired:
-            notes.append(f"{where} uses {retired[1]} (line {retired[0]}), which GitHub has retired: jobs that use it "
-                         "fail. Move it to the major model_tests.yml uses (v7 to upload, v8 to download), or delete "
-                         "the workflow if model_tests.yml replaces it.")
+        for n, line in enumerate(lines, 1):
+            uses = _USES.match(line)
+            major = uses and re.match(r"v(\d+)(?:\.|$)", uses["tag"] or uses["ref"])
+            old, current = END_OF_LIFE_ACTIONS.get(uses["action"] if uses else "", ({}, 0))
+            if major and int(major[1]) in old:
+                notes.append(f"{where} uses {uses['action']}@v{major[1]} (line {n}), at its end of life "
+                             f"({old[int(major[1])]}). Move it to v{current} (or a later major), or delete the "
+                             "workflow if model_tests.yml replaces it.")
+    if root is not None:
+        notes += uncollected_test_files(root)
     return notes
+
+
+def uncollected_test_files(root: Path, limit: int = 20) -> list[str]:
+    """A note for each Python file under `root` that defines tests (`def test...`, `class Test...`) and that pytest,
+    run in `root` without arguments, will not collect: its name matches none of python_files (the repository's
+    own, from the first pytest configuration upwards, else pytest's)."""
+    patterns, config = _python_files(root)
+    source = f"set in {os.path.relpath(config, root)}" if config else "pytest's default"
+    notes = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NOT_SOURCE
+                         and not (Path(folder) / d / "pyvenv.cfg").exists())
+        for name in sorted(files):
+            path = Path(folder) / name
+            if (not name.endswith(".py") or name == "conftest.py" or "test" not in name.lower()
+                    or any(path.match(p) for p in patterns)):
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found = _DEFINES_TESTS.search(text)
+            if not found:
+                continue
+            test, line = re.split(r"[\s(:]", found[0].split(None, 2)[-1])[0], text.count("\n", 0, found.start()) + 1
+            if config:
+                fix = f"add its name to python_files in {os.path.relpath(config, root)}"
+            else:
+                fix = (f"add python_files = [\"{PYTEST_FILES[0]}\", \"{PYTEST_FILES[1]}\", \"{name}\"] under "
+                       "[tool.pytest.ini_options] in pyproject.toml")
+            notes.append(f"{os.path.relpath(path, root)} defines tests ({test}, line {line}) that pytest will not run: "
+                         f"its name matches none of python_files ({' '.join(patterns)}: {source}), so neither pytest "
+                         f"here nor model_tests.yml collects it. Rename it (e.g. test_{name}), or {fix}.")
+            if len(notes) == limit:
+                return notes
+    return notes
+
+
+def _python_files(root: Path) -> tuple[tuple[str, ...], Path | None]:
+    """pytest's python_files for a run in `root`, and the file that sets them: the first configuration file pytest
+    reads from `root` upwards (pytest.ini, .pytest.ini, pyproject.toml with [tool.pytest.ini_options], tox.ini
+    with [pytest], setup.cfg with [tool:pytest]); None where pytest's default applies."""
+    import configparser
+
+    for folder in (root, *root.parents):
+        for name in _PYTEST_CONFIGS:
+            path = folder / name
+            if not path.is_file():
+                continue
+            if name == "pyproject.toml":
+                try:
+                    tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {})
+                except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                    continue
+                options = tool.get("pytest", {}).get("ini_options") if isinstance(tool, dict) else None
+                if not isinstance(options, dict):
+                    continue
+                value = options.get("python_files")
+            else:
+                section = {"tox.ini": "pytest", "setup.cfg": "tool:pytest"}.get(name, "pytest")
+                parser = configparser.ConfigParser(interpolation=None)
+                try:
+                    parser.read(path, encoding="utf-8")
+                except (configparser.Error, UnicodeDecodeError):
+                    continue
+                if not parser.has_section(section) and name in ("tox.ini", "setup.cfg"):
+                    continue
+                value = parser.get(section, "python_files", fallback=None)
+            if value is None:  # pytest reads this file, which keeps pytest's default
+                return PYTEST_FILES, None
+            return tuple(value.split() if isinstance(value, str) else map(str, value)), path
+    return PYTEST_FILES, None
 
 
 def seed_accuracies(root: Path, name: str, model: str, epochs: int, data_dir: str | Path | None = None,

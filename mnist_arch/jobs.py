@@ -117,7 +117,7 @@ def train_runs(project: Project, model: Declared, recipe_name: str = "quick", se
         raise MnistArchError(model.error)
     if recipe_name not in model.spec.recipes:
         raise MnistArchError(f"{model.name} ({model.source}) declares no {recipe_name!r} recipe; it has "
-                             f"{', '.join(model.spec.recipes) or 'none'}.")
+                             f"{', '.join(model.spec.recipes) or 'none'}.{_recipe_hint(project, model, recipe_name)}")
     expect_training()  # before the fork server starts, where this process starts it here
     if model.loss is None and final_activation is None:  # judged in a worker of its own, at the check's limit
         final_activation = judge(project, model).final_activation
@@ -130,6 +130,27 @@ def train_runs(project: Project, model: Declared, recipe_name: str = "quick", se
         if on_result is not None:
             on_result(seed, results[-1])
     return results
+
+
+def _recipe_hint(project: Project, model: Declared, recipe_name: str) -> str:
+    """What to do about a missing recipe: a table's model gets its quick recipe from a train table."""
+    from mnist_arch.loader import is_file_target
+    from mnist_arch.project import TABLE
+
+    if project.path is None or model.name not in {m.name for m in project.declared or ()}:
+        return ""
+    if recipe_name != "quick":
+        return (f" A table's [{TABLE}.models.{model.name}.train] table declares its 'quick' recipe; 'full' recipes "
+                "are the registered references' own.")
+    target = model.target
+    if is_file_target(target.rpartition(":")[0]):
+        source, _, attr = target.rpartition(":")
+        target = f"{os.path.relpath(source, project.root)}:{attr}"
+    return (f" Training needs a [{TABLE}.models.{model.name}.train] table with min_accuracy, the test accuracy to "
+            f"reach: add one below its table in {project.path} (e.g. min_accuracy = 0.95 and epochs = 1), or let "
+            f"`mnist-arch init --model {target} --name {model.name} --min-accuracy auto --force` train five seeds "
+            "and write the threshold rule's (--force replaces the whole table and init's workflow files: give the "
+            "table's other fields as options too).")
 
 
 def bench_project(project: Project, models: Sequence[Declared], batch_sizes: Sequence[int] | None = None,

@@ -105,6 +105,15 @@ class Project:
                 "pre-commit hook runs at the repository's root; the action's working-directory input says where), "
                 "or declare them there with `mnist-arch init --model PATH.py:ATTR`.")
 
+    def reference_note(self) -> str | None:
+        """Why `check` with no model named judges our registry's models: no table of the user's applies here (and
+        no one else's pyproject.toml, which judges nothing). None where a table applies."""
+        if self.path is not None or self.foreign is not None:
+            return None
+        return (f"No pyproject.toml in {self.root} or any folder above it declares models in [{TABLE}], so these "
+                f"are mnist-arch's own {len(self.models)} reference models, not yours: declare yours with `mnist-arch "
+                "init --model PATH.py:ATTR` (or judge one now with --model PATH.py:ATTR).")
+
     def mnist_root(self, explicit: str | Path | None = None) -> Path:
         """Where this project's faces look for MNIST (`mnist_root`, with the table's `data`)."""
         return mnist_root(explicit, self.data)

@@ -13,8 +13,11 @@ test per declared fact from a plain `pytest`.
 
 collects `pyproject.toml::tiny::params.max`, `pyproject.toml::tiny::require.batchnorm`, ... and
 `pyproject.toml::tiny::train.min_accuracy`, and with pytest-benchmark `pyproject.toml::tiny::forward[64]`.
-The table is read by `mnist_arch.project` (the same reader as the command line). Each model is judged once
-at collection, in an isolated worker (`mnist_arch.isolate`); each item reports its check's message.
+The table is read by `mnist_arch.project` (the same reader as the command line). Collection builds no model:
+the items follow from the declarations (`Spec.check_ids`), and each model is judged once per process (per xdist
+worker), in an isolated worker (`mnist_arch.isolate`), when the first of its items runs; each item reports its
+check's message, and `NAME::load` the model's loading and the checks it adds (a lint on its output).
+A plain `pytest` runs the forward items once, untimed; `--benchmark-only` or `--benchmark-enable` times them.
 
 Which runs collect the items: every run that names no single test. pyproject.toml is added to the paths
 pytest collects, so `pytest`, `pytest tests/` and `pytest test_model.py` all judge the declared models;
@@ -138,12 +141,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 class ComplianceFile(pytest.File):
-    """pyproject.toml: one ModelNode per [tool.mnist-arch.models.NAME]."""
+    """pyproject.toml: one ModelNode per [tool.mnist-arch.models.NAME]. Collecting builds no model: the items come
+    from the declarations, and each model is judged when the first of its items runs (`verdict`)."""
 
     def collect(self):
         from mnist_arch.errors import MnistArchError
         from mnist_arch.isolate import expect_training
-        from mnist_arch.jobs import judge_all
         from mnist_arch.project import mnist_root, parse_project, read_table, table_data, table_may_train
 
         try:
@@ -155,44 +158,68 @@ class ComplianceFile(pytest.File):
             self.project = parse_project(self.path, table)
         except MnistArchError as exc:
             raise self.CollectError(str(exc)) from None
-        verdicts = judge_all(self.project, self.project.models)  # each in its own worker, two at a time
-        for model, verdict in zip(self.project.models, verdicts, strict=True):
-            yield ModelNode.from_parent(self, name=model.name, model=model, verdict=verdict)
+        self.verdicts: dict = {}  # model name -> its checks.Report or the MnistArchError that stopped it
+        for model in self.project.models:
+            yield ModelNode.from_parent(self, name=model.name, model=model)
+
+    def verdict(self, model):
+        """`model`'s verdict, judged once per process (per xdist worker) when the first of its items asks. The
+        first ask in a run without xdist judges, two at a time, every model whose items this run kept."""
+        if model.name not in self.verdicts:
+            from mnist_arch.jobs import judge_all
+
+            wanted = [model]
+            if not hasattr(self.config, "workerinput"):  # an xdist worker runs only some of the items
+                kept = {item.parent.name for item in self.session.items if item.parent.parent is self}
+                wanted += [m for m in self.project.models if m.name in kept and m.name not in self.verdicts
+                           and m is not model and not m.error]
+            self.verdicts.update(zip((m.name for m in wanted), judge_all(self.project, wanted), strict=True))
+        return self.verdicts[model.name]
 
 
 class ModelNode(pytest.Collector):
-    """One declared model, judged once (in an isolated worker): one item per check."""
+    """One declared model: a `load` item (it loads, builds and runs; the checks its declaration does not name, such
+    as a lint on its output, report there), one item per declared check, training and benchmark items."""
 
-    def __init__(self, *, model, verdict, **kwargs):
+    def __init__(self, *, model, **kwargs):
         super().__init__(**kwargs)
-        self.model, self.verdict = model, verdict  # a checks.Report, or the MnistArchError that stopped it
+        self.model = model
         self.lineno = model.line
 
     def collect(self):
-        from mnist_arch.errors import MnistArchError
-
-        project, report = self.parent.project, self.verdict
-        if isinstance(report, MnistArchError):
-            yield ProblemItem.from_parent(self, name="load", message=str(report))
+        if self.model.error:  # the declaration itself is wrong: no model to judge
+            yield ProblemItem.from_parent(self, name="load", message=self.model.error)
             return
-        for check in report.checks:
-            yield CheckItem.from_parent(self, name=check.id, check=check)
+        yield LoadItem.from_parent(self, name="load")
+        for check_id in self.model.spec.check_ids():
+            yield CheckItem.from_parent(self, name=check_id, check_id=check_id)
         if "quick" in self.model.spec.recipes:
-            from mnist_arch.jobs import training_recipe
-
-            recipe = training_recipe(self.model, "quick", report.final_activation)
-            item = TrainingItem.from_parent(self, name="train.min_accuracy", recipe=recipe,
-                                            final_activation=report.final_activation,
-                                            default_loss=self.model.loss is None)
+            item = TrainingItem.from_parent(self, name="train.min_accuracy")
             item.add_marker(pytest.mark.training)
             missing = _training_unavailable(self.parent.data_root)
             if missing:
                 item.add_marker(pytest.mark.skip(reason=missing))
             yield item
         if self.config.pluginmanager.hasplugin("benchmark"):
-            for batch in project.bench_batch_sizes:
+            for batch in self.parent.project.bench_batch_sizes:
                 yield pytest.Function.from_parent(self, name=f"forward[{batch}]", callobj=_forward_benchmark,
                                                   keywords={"mnist_arch_batch": batch})
+
+    def report(self, asking: pytest.Item):
+        """The model's checks.Report, for an item of it. Where the model could not be judged, the `load` item
+        fails with the paragraph; the other items skip when that `load` item is in this run (one failure per
+        broken model, as a module that does not import is one error), else each fails with it."""
+        from mnist_arch.errors import MnistArchError
+
+        verdict = self.parent.verdict(self.model)
+        if not isinstance(verdict, MnistArchError):
+            return verdict
+        load = f"{self.nodeid}::load"
+        if asking.name != "load" and any(item.nodeid == load for item in asking.session.items):
+            pytest.skip(f"not judged: {self.name} could not be loaded, built or run (see {load})")
+        if isinstance(asking, _Item):
+            raise ComplianceFailure(str(verdict))
+        pytest.fail(str(verdict), pytrace=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,16 +242,36 @@ class _Item(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
 
-class CheckItem(_Item):
-    def __init__(self, *, check, **kwargs):
-        super().__init__(**kwargs)
-        self.check = check
+class LoadItem(_Item):
+    """The model loads, builds and runs; the checks its declaration does not name (params.stable, a lint on its
+    output) report here."""
 
     def runtest(self):
-        if self.check.warning:
-            warnings.warn(MnistArchLintWarning(f"{self.parent.name}: {self.check.message}"), stacklevel=1)
-        if not self.check.passed:
-            raise ComplianceFailure(self.check.message)
+        declared = set(self.parent.model.spec.check_ids())
+        extra = [check for check in self.parent.report(self).checks if check.id not in declared]
+        _report_checks(self.parent.name, extra)
+
+
+class CheckItem(_Item):
+    def __init__(self, *, check_id: str, **kwargs):
+        super().__init__(**kwargs)
+        self.check_id = check_id
+
+    def runtest(self):
+        checks = [check for check in self.parent.report(self).checks if check.id == self.check_id]
+        if not checks:
+            raise ComplianceFailure(f"mnist-arch's engine made no {self.check_id!r} check of {self.parent.name}, "
+                                    "which its declaration asks for: an error of mnist-arch, not of the model")
+        _report_checks(self.parent.name, checks)
+
+
+def _report_checks(name: str, checks) -> None:
+    for check in checks:
+        if check.warning:
+            warnings.warn(MnistArchLintWarning(f"{name}: {check.message}"), stacklevel=1)
+    failed = [check.message for check in checks if not check.passed]
+    if failed:
+        raise ComplianceFailure("\n".join(failed))
 
 
 class ProblemItem(_Item):
@@ -242,22 +289,20 @@ class TrainingItem(_Item):
     """Trains the model with its quick recipe (in an isolated worker) and compares the test accuracy with
     the declared threshold. The accuracy reached and the seconds taken are reported, passing or not."""
 
-    def __init__(self, *, recipe, final_activation: str | None, default_loss: bool, **kwargs):
-        super().__init__(**kwargs)
-        self.recipe, self.final_activation, self.default_loss = recipe, final_activation, default_loss
-
     def runtest(self):
         from mnist_arch.errors import MnistArchError
-        from mnist_arch.jobs import train_runs
+        from mnist_arch.jobs import train_runs, training_recipe
 
         node, table = self.parent, self.parent.parent
+        final_activation = node.report(self).final_activation  # the loss follows the model's output
+        recipe = training_recipe(node.model, "quick", final_activation)
         try:
-            (result,) = train_runs(table.project, node.model, "quick", (0,), final_activation=self.final_activation,
+            (result,) = train_runs(table.project, node.model, "quick", (0,), final_activation=final_activation,
                                    data_dir=str(table.data_root))
         except MnistArchError as exc:
             raise ComplianceFailure(str(exc)) from None
-        loss = f"{self.recipe.loss}{' (the default for its output)' if self.default_loss else ''}"
-        summary = f"{result.verdict()}; loss {loss}"
+        default = " (the default for its output)" if node.model.loss is None else ""
+        summary = f"{result.verdict()}; loss {recipe.loss}{default}"
         self.user_properties.append(("mnist_arch_training", f"{node.name}: {summary}"))
         if not result.passed:
             raise ComplianceFailure(summary)
@@ -282,18 +327,16 @@ def _forward_benchmark(benchmark, request):
 
     node = request.node.parent
     project = node.parent.project
+    node.report(request.node)  # a model that cannot be judged: the paragraph (or a skip beside its `load` item)
     batch = request.node.keywords["mnist_arch_batch"]
     repeats = forward_repeats(batch)
     broken = None
     try:
         with worker_for(project, node.model) as worker:
             worker.call(load_for_forward, node.model, batch)
-            real = (request.config.getoption("benchmark_only", False)
-                    or request.config.getoption("benchmark_enable", False))
-            if real:
-                benchmark(worker.call, run_forwards, repeats)
-            else:  # a plain `pytest`: one call, as a smoke test
-                benchmark.pedantic(worker.call, args=(run_forwards, repeats), rounds=1, iterations=1)
+            if not _timing_asked(request.config):  # a plain `pytest`: one untimed call, as a smoke test, and no
+                benchmark.disabled = True  # table (pytest-benchmark's own switch, as --benchmark-disable sets it)
+            benchmark(worker.call, run_forwards, repeats)
     except MnistArchError as exc:  # the model broke in its worker: its paragraph, not a traceback of ours
         broken = str(exc)
     if broken is not None:
@@ -303,3 +346,11 @@ def _forward_benchmark(benchmark, request):
     median = getattr(getattr(stats, "stats", None), "median", None)
     if median:
         benchmark.extra_info["images_per_s"] = round(batch * repeats / median, 1)
+
+
+def _timing_asked(config) -> bool:
+    """Whether this run asked pytest-benchmark for timings: `--benchmark-only` or `--benchmark-enable`, or a place
+    to keep them (`--benchmark-json`, `--benchmark-save`, `--benchmark-autosave`). A plain `pytest` runs each forward
+    item once, untimed, so that no one-round table is printed that nobody asked for."""
+    return any(config.getoption(option, None) for option in (
+        "benchmark_only", "benchmark_enable", "benchmark_json", "benchmark_save", "benchmark_autosave"))

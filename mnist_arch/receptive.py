@@ -18,9 +18,10 @@ definition: those calls are element-wise here.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -545,6 +546,9 @@ class FieldTrace:
     outputs: dict[str, list[Any]]
     fields: dict[int, ReceptiveField]
     image: tuple[int, ...]
+    # Each call of a named module in the order the pass starts them: (name, index of the call among that module's,
+    # tick at its start, tick at its end); a call's descendants' calls start and end within its ticks.
+    runs: list[tuple[str, int, int, int]] = field(default_factory=list)
 
     def field_of(self, value: Any) -> ReceptiveField | None:
         t = first_tensor(value)
@@ -558,11 +562,27 @@ def trace_fields(model: nn.Module, input_shape: Iterable[int], name: str = "mode
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = example_input(2, input_shape).to(device)
     outputs: dict[str, list[Any]] = {}
+    runs: list[list[Any]] = []  # [name, call index, start tick, end tick], in the order the calls start
+    running: dict[str, list[int]] = {}  # a module's calls not ended yet (indices into runs)
+    started: dict[str, int] = {}  # calls of each module so far
+    ticks = itertools.count()
+
+    def start(module_name: str):
+        def pre_hook(_module, _inputs):
+            running.setdefault(module_name, []).append(len(runs))
+            runs.append([module_name, started.get(module_name, 0), next(ticks), None])
+            started[module_name] = started.get(module_name, 0) + 1
+        return pre_hook
 
     def hook(module_name: str):
-        return lambda _module, _inputs, out: outputs.setdefault(module_name, []).append(out)
+        def forward_hook(_module, _inputs, out):
+            outputs.setdefault(module_name, []).append(out)
+            if running.get(module_name):
+                runs[running[module_name].pop()][3] = next(ticks)
+        return forward_hook
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()]
+    handles += [m.register_forward_pre_hook(start(n)) for n, m in model.named_modules()]
     try:
         calls, _ = record_calls(model, x, name)
     finally:
@@ -570,7 +590,7 @@ def trace_fields(model: nn.Module, input_shape: Iterable[int], name: str = "mode
             h.remove()
     image = input_shape[1:]
     fields = {key: _public(s, image) for key, s in _propagate(calls, x).items()}
-    return FieldTrace(calls, outputs, fields, image)
+    return FieldTrace(calls, outputs, fields, image, [tuple(r) for r in runs if r[3] is not None])
 
 
 def receptive_fields(model: nn.Module, input_shape: Iterable[int] = (1, 28, 28)) -> dict[str, ReceptiveField | None]:

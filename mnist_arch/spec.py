@@ -129,6 +129,22 @@ class Spec:
             changes["require_any"] = tuple(dict.fromkeys(self.require_any + tuple(changes["require_any"])))
         return self.replace(**changes)
 
+    def check_ids(self) -> list[str]:
+        """The ids of the checks `checks.check_model` makes of any model judged against this spec, known before a
+        model is built (the pytest plugin collects one item per id). A model may add others: params.stable when
+        its count changes from call to call, a lint on its output (lint.double_softmax)."""
+        ids = [name for name, value in (("params.exact", self.exact_params), ("params.max", self.max_params),
+                                        ("params.below", self.params_below)) if value is not None]
+        ids += ["output_shape", *(f"layer.{layer.name}" for layer in self.layers)]
+        ids += ["receptive_field.min"] if self.min_receptive_field is not None else []
+        ids += [f"receptive_field.{layer.name}" for layer in self.layers if layer.receptive_field is not None]
+        ids += [f"require.{feature}" for feature in sorted(self.require)]
+        ids += ["require_any." + "|".join(sorted(group)) for group in self.require_any]
+        ids += ["batchnorm_after_every_conv"] if self.batchnorm_after_every_conv else []
+        ids += ["final_activation"] if self.final_activation is not None else []
+        return ids + [name for name, value in (("mult_adds.exact", self.exact_mult_adds),
+                                               ("mult_adds.max", self.max_mult_adds)) if value is not None]
+
 
 def merge_changes(*sources: Mapping[str, Any]) -> dict[str, Any]:
     """Spec changes from several sources (a spec file, then the command line), later ones winning, except

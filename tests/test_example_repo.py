@@ -58,7 +58,7 @@ def test_the_example_repository_end_to_end(repo, tmp_path):
         run = sh(repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", *args)
         assert run.returncode == 0, run.stdout[-3000:]
         # its own test, and the declared facts (the training item is skipped without MNIST)
-        assert "1 skipped" in run.stdout and "7 passed" in run.stdout, run.stdout[-2000:]
+        assert "1 skipped" in run.stdout and "8 passed" in run.stdout, run.stdout[-2000:]
 
     out = tmp_path / "bench.json"
     run = sh(repo, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-only",

@@ -395,7 +395,7 @@ def test_generated_workflow_steps_run_locally(tmp_path):
     proc = step("pytest", "push")
     assert proc.returncode == 0, output(proc)
     assert "test_model.py" in proc.stdout and "pyproject.toml" in proc.stdout, proc.stdout
-    assert re.search(r"\b9 passed, 1 skipped\b", proc.stdout), proc.stdout  # the training item: no MNIST here
+    assert re.search(r"\b10 passed, 1 skipped\b", proc.stdout), proc.stdout  # the training item: no MNIST here
     proc = step("Compliance report (job summary and pull-request comment)", "push")
     assert proc.returncode == 0, output(proc)
     assert "## mnist-arch check" in summary.read_text() and "`net`" in summary.read_text()
@@ -486,9 +486,12 @@ def test_init_names_workflows_that_already_run_tests(tmp_path):
         "Note: .github/workflows/ci.yml already runs pytest (line 9), and model_tests.yml runs it too, with your "
         "declared models: delete that workflow (or its test job) if it only ran these tests, so that each push runs "
         "them once; keep it if it tests other things. init left it as it was.",
-        "Note: .github/workflows/ci.yml uses actions/upload-artifact@v3 (line 10), which GitHub has retired: jobs "
-        "that use it fail. Move it to the major model_tests.yml uses (v7 to upload, v8 to download), or delete the "
-        "workflow if model_tests.yml replaces it."], proc.stdout
+        "Note: .github/workflows/ci.yml uses actions/checkout@v3 (line 7), at its end of life (GitHub has retired it: "
+        "it was written for node12 or node16, runtimes its runners no longer run). Move it to v7 (or a later major), "
+        "or delete the workflow if model_tests.yml replaces it.",
+        "Note: .github/workflows/ci.yml uses actions/upload-artifact@v3 (line 10), at its end of life (GitHub has "
+        "retired it: jobs that use it fail). Move it to v7 (or a later major), or delete the workflow if "
+        "model_tests.yml replaces it."], proc.stdout
     assert (workflows / "ci.yml").read_text() == old, "init never changes them"
 
 
