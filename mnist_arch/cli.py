@@ -420,12 +420,51 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+# --- stop signals: a stopped command leaves no model running ------------------------------------
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by SIGTERM or SIGINT (`_stop_on_signals`)."""
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT, sent to this process alone too, stop the command at once: every worker is killed
+    with whatever its model started (isolate.stop_all), and `run` says so in one line, exit 128 + the signal
+    (143, 130). A second signal while it stops kills again and changes nothing else."""
+    import signal
+
+    from mnist_arch.isolate import stop_all
+
+    def stop(signum, _frame):
+        stop_all()
+        for each in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(each, lambda *_: stop_all())
+        raise _Stopped(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+
+
+def _stopped_line(stopped: _Stopped) -> int:
+    import signal
+
+    signum = stopped.args[0]
+    print(f"mnist-arch: stopped by {signal.Signals(signum).name}; no model it was running is left running.",
+          file=sys.stderr)
+    return 128 + signum
+
+
 def run() -> None:
     """Console-script entry point."""
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads anywhere: see mnist_arch._forkserver
-    sys.exit(main())
+    _stop_on_signals()
+    try:
+        code = main()
+    except _Stopped as stopped:
+        code = _stopped_line(stopped)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

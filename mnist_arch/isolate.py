@@ -9,19 +9,35 @@ ends without sending a result becomes a `MnistArchError` in the parent naming th
 sent back pickled on the pipe; the parent never runs the model.
 
 Library code marks where it is with `phase("build")`; in the parent (or in-process use) that is a no-op.
+
+No worker outlives its judge (the process that opened it), however the judge ends; docs/stopping.md has
+the details. On Linux, within about a second of the judge's death, SIGKILL included:
+- each worker kills itself, its process group and every process below it (`_watch_judge`: a thread
+  waiting on the pipe only the judge holds; the worker is a child subreaper, so a model's orphaned
+  grandchildren, in any process group, are still below it: `_kill_tree`);
+- the fork server ends (killed with the judge's thread that started it, `die_with_parent`, or when the
+  judge's end of its "alive" pipe closes), and a worker is killed when the fork server ends (backstop for
+  a model that holds the GIL in native code, where the watching thread cannot run);
+- the resource tracker ends, its last writer gone.
+A timeout, Ctrl-C or a stop signal in the judge kills the same tree (`Worker.kill`, `stop_all`).
+On macOS there is no PR_SET_PDEATHSIG nor subreaper, and no /proc: a worker still ends with its judge
+(the watching thread) and takes its process group with it, but a model's process that left the group
+(setsid) can outlive it. Windows has no fork server: mnist-arch does not run there.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import tempfile
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +110,104 @@ def _memory_limit() -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """On Linux, the worker is killed when the fork server ends, which it does when the process that asked
-    for the worker ends (killed, cancelled): no worker outlives its judge."""
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+def _prctl(option: int, value: int) -> None:
+    """Linux's prctl(2); nothing where there is none (macOS)."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def die_with_parent() -> None:
+    """On Linux, SIGKILL this process when the thread that forked it ends (PR_SET_PDEATHSIG). The fork server
+    calls it first thing (`mnist_arch._forkserver`; `_start_server` starts it from a thread that lasts as long
+    as the judge), and each worker does, so that the fork server's end kills it."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _below(pid: int) -> set[int]:
+    """The processes descended from `pid`, zombies left out: from /proc on Linux, none elsewhere."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()  # after "pid (comm)": state, ppid, ...
+        except OSError:
+            continue
+        if fields and fields[0] not in (b"Z", b"X"):
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _kill_tree(pid: int, itself: bool = True) -> None:
+    """SIGKILL every process below the worker `pid` (again until no new one shows, so that a fork made meanwhile
+    is caught too), then its process group and, where `itself`, the worker."""
+    killed: set[int] = set()
+    for _ in range(100):
+        fresh = _below(pid) - killed
+        if not fresh:
+            break
+        for p in fresh:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        killed |= fresh
+    if itself:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _guard_worker() -> None:
+    """A worker, first thing: make sure it ends with its judge, whatever the model does.
+
+    multiprocessing hands each worker the write end of the fork server's "alive" pipe, so the server (and
+    with it every worker, killed when the server ends) outlived a judge killed with SIGKILL: the worker drops
+    it. It becomes a child subreaper (Linux), so that whatever its model starts stays below it, and a thread
+    waits for the pipe that only the judge holds (`multiprocessing.parent_process().sentinel`) to close."""
+    from multiprocessing import forkserver, parent_process, resource_tracker
+
+    server = forkserver._forkserver
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    tracker = resource_tracker._resource_tracker._fd
+    if tracker is not None:
+        os.set_inheritable(tracker, False)  # a program the model runs must not keep the tracker alive
+    die_with_parent()
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    judge = parent_process()
+    if judge is not None:
+        threading.Thread(target=_watch_judge, args=(judge.sentinel,), daemon=True,
+                         name="mnist-arch-judge-watch").start()
+
+
+def _watch_judge(sentinel: int) -> None:
+    """In a worker: once the judge has died (or dropped the worker), kill the worker and all below it."""
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
+    _kill_tree(os.getpid())
 
 
 def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int | None) -> None:
@@ -110,7 +215,7 @@ def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int
     global _conn
     _conn = conn
     os.setpgrp()  # its own process group, so a timeout also stops whatever the model started
-    _die_with_parent()
+    _guard_worker()
     out = os.open(output_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(out, 1)
     os.dup2(out, 2)
@@ -127,6 +232,7 @@ def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int
         request = conn.recv()
         if request is None:
             _flush()
+            _kill_tree(os.getpid(), itself=False)  # what the model started, in any process group
             os._exit(0)  # now: no waiting for threads the model left running (the parent kills the group)
         func, args = request
         try:
@@ -186,6 +292,60 @@ def _printed(path: str, limit: int = 1500) -> str:
     return f" The model printed: {text}"
 
 
+_OPEN: set[Worker] = set()  # this process's workers not yet closed
+_stopping = 0  # above 0 while this process is being stopped (`stop_all`): no worker starts
+_SERVER_STARTS: tuple[int, queue.SimpleQueue] | None = None  # (this process, the starting thread's requests)
+
+
+def _start_server() -> None:
+    """Start the fork server unless it runs, from a thread that lasts as long as this process: the server dies
+    with the thread that started it (`die_with_parent`), which must not be a pool's thread that ends first."""
+    global _SERVER_STARTS
+    if _SERVER_STARTS is None or _SERVER_STARTS[0] != os.getpid():
+        _SERVER_STARTS = (os.getpid(), queue.SimpleQueue())
+        threading.Thread(target=_server_starter, args=(_SERVER_STARTS[1],), daemon=True,
+                         name="mnist-arch-fork-server").start()
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    _SERVER_STARTS[1].put(done)
+    error = done.get()
+    if error is not None:
+        raise error
+
+
+def _server_starter(requests: queue.SimpleQueue) -> None:
+    from multiprocessing import forkserver
+
+    while True:
+        done = requests.get()
+        try:
+            forkserver.ensure_running()
+            done.put(None)
+        except BaseException as exc:  # noqa: BLE001 (raised in the thread that asked)
+            done.put(exc)
+
+
+def stop_all() -> None:
+    """Kill every worker this process has open, with whatever its model started, and start no other from now
+    on: the process is being stopped (a stop signal, Ctrl-C). A thread waiting on a killed worker gets a
+    MnistArchError at once. Takes no lock: a signal handler may call it."""
+    global _stopping
+    _stopping += 1
+    for worker in list(_OPEN):
+        worker.kill()
+
+
+@contextmanager
+def stopping() -> Iterator[None]:
+    """`stop_all` while it lasts (then workers may start again): for a caller whose threads must not wait
+    for their models when it is interrupted (`jobs.judge_all`)."""
+    global _stopping
+    stop_all()
+    try:
+        yield
+    finally:
+        _stopping -= 1
+
+
 class Worker:
     """One isolated child for one model. `call(func, *args)` runs a module-level function there and
     returns its result; the child keeps its state (a loaded model) between calls."""
@@ -194,6 +354,8 @@ class Worker:
                  extra_path: list[str] | None = None, threads: int | None = None,
                  on_note: Callable[[str], None] | None = None) -> None:
         self.label, self.timeout, self.on_note = label, timeout, on_note
+        if _stopping:
+            raise MnistArchError(f"Model {label}: not run: this process is being stopped.")
         handle, self._output = tempfile.mkstemp(prefix="mnist-arch-model-", suffix=".log")
         os.close(handle)
         ctx = _context()
@@ -201,18 +363,23 @@ class Worker:
         self._process = ctx.Process(
             target=_serve, daemon=True,
             args=(child_conn, self._output, str(cwd or os.getcwd()), list(extra_path or []), threads))
+        self.phase = "start"
+        self._closed = False
         with _START_LOCK:
             # multiprocessing would re-run the caller's main script in the fork server and in each child
             # (unguarded script code, a second time, in someone else's process): show it none.
             main = sys.modules["__main__"]
             sys.modules["__main__"] = types.ModuleType("__main__")
             try:
+                _start_server()
                 self._process.start()
+                _OPEN.add(self)
             finally:
                 sys.modules["__main__"] = main
         child_conn.close()
-        self.phase = "start"
-        self._closed = False
+        if _stopping:  # after _OPEN.add: a stop_all that did not see this worker is seen here
+            self.close(kill=True)
+            raise MnistArchError(f"Model {label}: not run: this process is being stopped.")
 
     def call(self, func: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
         limit = self.timeout if timeout is None else timeout
@@ -275,13 +442,21 @@ class Worker:
         raise MnistArchError(f"Model {self.label}: {what} while {PHASE_WORDS.get(self.phase, self.phase)} "
                              f"(phase: {self.phase}).{advice}{printed}")
 
+    def kill(self) -> None:
+        """SIGKILL the worker and every process its model started, now, from any thread or a signal handler;
+        a thread waiting in `call` then gets the MnistArchError of a killed worker, and `close` cleans up."""
+        _kill_tree(self._process.pid)
+
     def close(self, kill: bool = False) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._process.is_alive() and not kill:
+        _OPEN.discard(self)
+        if kill:
+            self.kill()
+        elif self._process.is_alive():
             try:
-                self._conn.send(None)
+                self._conn.send(None)  # the worker kills what its model started, then exits
                 self._process.join(5)
             except (BrokenPipeError, OSError):
                 pass
@@ -301,8 +476,8 @@ class Worker:
     def __enter__(self) -> Worker:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: Any) -> None:
+        self.close(kill=kind is not None)  # interrupted (Ctrl-C, a stop signal): no waiting for the model
 
 
 def run_isolated(label: str, func: Callable[..., Any], *args: Any, timeout: float | None = DEFAULT_TIMEOUT,
