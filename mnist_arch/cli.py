@@ -430,7 +430,8 @@ class _Stopped(BaseException):
 def _stop_on_signals() -> None:
     """SIGTERM and SIGINT, sent to this process alone too, stop the command at once: every worker is killed
     with whatever its model started (isolate.stop_all), and `run` says so in one line, exit 128 + the signal
-    (143, 130). A second signal while it stops kills again and changes nothing else."""
+    (143, 130). A second signal while it stops kills again and changes nothing else. A signal ignored when
+    the command started (SIGINT in a shell's background job) stays ignored."""
     import signal
 
     from mnist_arch.isolate import stop_all
@@ -442,7 +443,8 @@ def _stop_on_signals() -> None:
         raise _Stopped(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # as Python does: a background job ignores Ctrl-C
+            signal.signal(signum, stop)
 
 
 def _stopped_line(stopped: _Stopped) -> int:
