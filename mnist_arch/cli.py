@@ -447,13 +447,22 @@ def _stop_on_signals() -> None:
             signal.signal(signum, stop)
 
 
-def _stopped_line(stopped: _Stopped) -> int:
+def _exit_stopped(stopped: _Stopped) -> None:
+    """The one line, then the end: 128 + the signal, as a shell reports a process the signal ended. No
+    interpreter shutdown (a second or more with torch loaded, as `bench` has it): what needed cleaning up
+    (each worker, a temporary folder) was cleaned up as the exception left its `with` block."""
+    import os
     import signal
 
     signum = stopped.args[0]
     print(f"mnist-arch: stopped by {signal.Signals(signum).name}; no model it was running is left running.",
           file=sys.stderr)
-    return 128 + signum
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(128 + signum)
 
 
 def run() -> None:
@@ -465,7 +474,7 @@ def run() -> None:
     try:
         code = main()
     except _Stopped as stopped:
-        code = _stopped_line(stopped)
+        _exit_stopped(stopped)
     sys.exit(code)
 
 

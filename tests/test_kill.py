@@ -2,7 +2,8 @@
 (so a signal reaches its PID alone, not a process group), with a model that starts processes and a thread
 and then hangs or trains (tests/user_models/hostile/leaves_processes.py). Once the model's processes run,
 the process tree below the command is recorded from /proc (the resource tracker, the fork server, the
-worker, the model's `sleep`s, the orphaned one that left the worker's session included), the command gets
+worker, the model's `sleep`s, whose pids the model writes down: one has left the worker's session and
+been orphaned, so only a subreaper keeps it below the worker), the command gets
 SIGKILL, SIGTERM or SIGINT, and within 2 s none of the recorded processes may run (a zombie that nobody
 reaps has ended)."""
 
@@ -128,18 +129,24 @@ def test_a_killed_command_leaves_nothing_running(tmp_path, request, command, sig
     folder = _project(tmp_path, "SpawnsAndTrains" if trains else "SpawnsAndHangs", trains)
     out, err = (folder / "out.txt").open("w+"), (folder / "err.txt").open("w+")
     # SIGINT as a terminal's foreground job has it: not ignored, as a shell ignores it for a background job
+    pidfile = folder / "pids.txt"
+    env = {**os.environ, "MNIST_ARCH_TEST_PIDFILE": str(pidfile)}
     proc = subprocess.Popen(_argv(command, mnist), cwd=folder, stdout=out, stderr=err, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     tree: dict[int, tuple[int, bytes, str]] = {}
     try:
         end = time.monotonic() + 180
-        while sum(cmdline == SLEEP for _, cmdline, _ in tree.values()) < 2:  # the model runs: both sleeps started
+        while not pidfile.exists() or pidfile.read_text().count("\n") < 2:  # the model has started its sleeps
             assert proc.poll() is None and time.monotonic() < end, (
                 f"{command} ended (or never ran the model): {proc.returncode}\n{Path(out.name).read_text()}"
                 f"{Path(err.name).read_text()}")
             time.sleep(0.2)
-            tree = _tree(proc.pid)
-        assert len(tree) >= 6, tree  # the command, resource tracker, fork server, worker and the two sleeps
+        tree = _tree(proc.pid)
+        for pid in map(int, pidfile.read_text().split()):  # the orphan is below the worker only as its subreaper
+            stat = _stat(pid)
+            tree[pid] = (3, SLEEP, stat[2] if stat else "")
+        # the command, resource tracker, fork server, worker and the sleeps
+        assert len(tree) >= 6 and sum(depth == 1 for depth, _, _ in tree.values()) == 2, tree
         os.kill(proc.pid, sig)
         # The worker and all below it (the model's processes): 2 s after the signal. The command too, where it
         # is ours; pytest's own Ctrl-C handling (its report, its plugins' hooks) takes its own time, and the
