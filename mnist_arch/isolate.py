@@ -206,8 +206,22 @@ def _watch_judge(sentinel: int) -> None:
     """In a worker: once the judge has died (or dropped the worker), kill the worker and all below it."""
     from multiprocessing.connection import wait
 
-    wait([sentinel])
+    try:
+        wait([sentinel])
+    except OSError:  # the model closed the descriptor (and with it our pipe): nothing left to watch
+        return
     _kill_tree(os.getpid())
+
+
+def _has_children() -> bool:
+    """Whether this process has a child, live or not (then something may be below it); True where unknown."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except (AttributeError, OSError):
+        pass
+    return True
 
 
 def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int | None) -> None:
@@ -232,7 +246,8 @@ def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int
         request = conn.recv()
         if request is None:
             _flush()
-            _kill_tree(os.getpid(), itself=False)  # what the model started, in any process group
+            if _has_children():
+                _kill_tree(os.getpid(), itself=False)  # what the model started, in any process group
             os._exit(0)  # now: no waiting for threads the model left running (the parent kills the group)
         func, args = request
         try:
@@ -452,9 +467,11 @@ class Worker:
             return
         self._closed = True
         _OPEN.discard(self)
-        if kill:
+        if not self._process.is_alive():
+            pass  # gone (its pid may be another process's by now): only its group, below
+        elif kill:
             self.kill()
-        elif self._process.is_alive():
+        else:
             try:
                 self._conn.send(None)  # the worker kills what its model started, then exits
                 self._process.join(5)
