@@ -11,17 +11,18 @@ sent back pickled on the pipe; the parent never runs the model.
 Library code marks where it is with `phase("build")`; in the parent (or in-process use) that is a no-op.
 
 No worker outlives its judge (the process that opened it), however the judge ends; docs/stopping.md has
-the details. On Linux, within about a second of the judge's death, SIGKILL included:
-- each worker kills itself, its process group and every process below it (`_watch_judge`: a thread
-  waiting on the pipe only the judge holds; the worker is a child subreaper, so a model's orphaned
-  grandchildren, in any process group, are still below it: `_kill_tree`);
-- the fork server ends (killed with the judge's thread that started it, `die_with_parent`, or when the
-  judge's end of its "alive" pipe closes), and a worker is killed when the fork server ends (backstop for
-  a model that holds the GIL in native code, where the watching thread cannot run);
+the details. On Linux, within about a second of the judge's death, SIGKILL included, every worker, the
+fork server, the resource tracker and whatever a model started (threads, subprocesses, processes that left
+the worker's process group or session) end:
+- the fork server gets SIGTERM when the judge's thread that started it ends (`guard_fork_server`), kills
+  every process below it and ends; each worker and the server are child subreapers, so a model's orphaned
+  processes are still below them (`_kill_tree` walks /proc);
+- each worker also watches the pipe only the judge holds and then kills all below it and itself
+  (`_guard_worker`), and is SIGKILLed when the fork server ends;
 - the resource tracker ends, its last writer gone.
-A timeout, Ctrl-C or a stop signal in the judge kills the same tree (`Worker.kill`, `stop_all`).
-On macOS there is no PR_SET_PDEATHSIG nor subreaper, and no /proc: a worker still ends with its judge
-(the watching thread) and takes its process group with it, but a model's process that left the group
+A timeout, Ctrl-C or a stop signal in the judge kills a worker's tree the same way (`Worker.kill`,
+`stop_all`). On macOS there is no PR_SET_PDEATHSIG nor subreaper, and no /proc: a worker still ends with its
+judge (the watching thread) and takes its process group with it, but a model's process that left the group
 (setsid) can outlive it. Windows has no fork server: mnist-arch does not run there.
 """
 
@@ -123,11 +124,26 @@ def _prctl(option: int, value: int) -> None:
         pass
 
 
-def die_with_parent() -> None:
-    """On Linux, SIGKILL this process when the thread that forked it ends (PR_SET_PDEATHSIG). The fork server
-    calls it first thing (`mnist_arch._forkserver`; `_start_server` starts it from a thread that lasts as long
-    as the judge), and each worker does, so that the fork server's end kills it."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def guard_fork_server() -> None:
+    """The fork server, first thing (`mnist_arch._forkserver`), on Linux: when the judge's thread that started
+    it ends (PR_SET_PDEATHSIG; `_start_server` starts it from a thread that lasts as long as the judge), or
+    when the judge's end of its "alive" pipe closes, it kills every process below it, then ends. It is a
+    child subreaper, so what the model of a worker that died left running is still below it. Its workers
+    take none of this with them (`_guard_worker`)."""
+    import atexit
+    import warnings
+
+    signal.signal(signal.SIGTERM, _end_fork_server)
+    atexit.register(_kill_tree, os.getpid(), False)
+    # an orphan it reaps as a subreaper is no worker of multiprocessing's: not worth a warning on the judge's stderr
+    warnings.filterwarnings("ignore", "forkserver: waitpid returned unexpected pid")
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _end_fork_server(_signum, _frame) -> None:
+    _kill_tree(os.getpid(), itself=False)
+    os._exit(0)
 
 
 def _below(pid: int) -> set[int]:
@@ -182,11 +198,16 @@ def _guard_worker() -> None:
     """A worker, first thing: make sure it ends with its judge, whatever the model does.
 
     multiprocessing hands each worker the write end of the fork server's "alive" pipe, so the server (and
-    with it every worker, killed when the server ends) outlived a judge killed with SIGKILL: the worker drops
-    it. It becomes a child subreaper (Linux), so that whatever its model starts stays below it, and a thread
-    waits for the pipe that only the judge holds (`multiprocessing.parent_process().sentinel`) to close."""
+    with it every worker) outlived a judge killed with SIGKILL: the worker drops it. On Linux it is killed
+    when the fork server ends (which kills it first, with all below it, unless the server itself was
+    SIGKILLed), and it becomes a child subreaper, so that whatever its model starts stays below it. A thread
+    waits for the pipe that only the judge holds (`multiprocessing.parent_process().sentinel`) to close,
+    then kills all below the worker and the worker (on macOS too, where the rest does not exist)."""
+    import atexit
     from multiprocessing import forkserver, parent_process, resource_tracker
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's ways out
+    atexit.unregister(_kill_tree)
     server = forkserver._forkserver
     if server._forkserver_alive_fd is not None:
         os.close(server._forkserver_alive_fd)
@@ -194,7 +215,7 @@ def _guard_worker() -> None:
     tracker = resource_tracker._resource_tracker._fd
     if tracker is not None:
         os.set_inheritable(tracker, False)  # a program the model runs must not keep the tracker alive
-    die_with_parent()
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # with the fork server, should it be killed
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     judge = parent_process()
     if judge is not None:
@@ -313,8 +334,8 @@ _SERVER_STARTS: tuple[int, queue.SimpleQueue] | None = None  # (this process, th
 
 
 def _start_server() -> None:
-    """Start the fork server unless it runs, from a thread that lasts as long as this process: the server dies
-    with the thread that started it (`die_with_parent`), which must not be a pool's thread that ends first."""
+    """Start the fork server unless it runs, from a thread that lasts as long as this process: the server ends
+    with the thread that started it (`guard_fork_server`), which must not be a pool's thread that ends first."""
     global _SERVER_STARTS
     if _SERVER_STARTS is None or _SERVER_STARTS[0] != os.getpid():
         _SERVER_STARTS = (os.getpid(), queue.SimpleQueue())

@@ -84,6 +84,15 @@ def _gone_within(seconds: float, tree: dict, deepest: int = 0) -> dict[int, byte
     return _running(tree, deepest)
 
 
+def _states(pids: dict[int, bytes]) -> dict[int, str]:
+    """What a failure shows of the processes left: command line, state, parent."""
+    states = {}
+    for pid, cmdline in pids.items():
+        stat, words = _stat(pid), cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
+        states[pid] = f"{words} state {stat and stat[0]} parent {stat and stat[1]}"
+    return states
+
+
 def _project(tmp_path: Path, attr: str, train: bool) -> Path:
     (tmp_path / "nets.py").write_text(MODELS.read_text())
     (tmp_path / "pyproject.toml").write_text(
@@ -152,10 +161,10 @@ def test_a_killed_command_leaves_nothing_running(tmp_path, request, command, sig
         # is ours; pytest's own Ctrl-C handling (its report, its plugins' hooks) takes its own time, and the
         # fork server and resource tracker may wait for it, 2 s at most after it has ended.
         left = _gone_within(2, tree, deepest=0 if command in CLI else 2)
-        assert not left, f"still running 2 s after {sig.name} to {command}: {left}"
+        assert not left, f"still running 2 s after {sig.name} to {command}: {_states(left)}; recorded: {tree}"
         proc.wait(30)
         left = _gone_within(2, tree)
-        assert not left, f"still running 2 s after {command} ended by {sig.name}: {left}"
+        assert not left, f"still running 2 s after {command} ended by {sig.name}: {_states(left)}"
         code, line = (CLI_STOPPED if command in CLI else PYTEST_STOPPED)[sig]
         assert proc.returncode == code
         said = Path(out.name).read_text() + Path(err.name).read_text()
