@@ -119,6 +119,11 @@ def _argv(command: str, mnist: Path | None) -> list[str]:
 
 
 CLI = ("check", "summary", "bench", "train")
+# The command, with SIGINT as a terminal's foreground job has it: not ignored, as a shell (or a test runner's
+# worker) may have it for a process it starts in the background. exec keeps the PID.
+SIGINT_AS_IN_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; "
+                           "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"]
+
 # The exit status and the line each stop leaves: ours in the CLI, pytest's own under pytest.
 CLI_STOPPED = {signal.SIGKILL: (-9, ""), signal.SIGTERM: (143, "mnist-arch: stopped by SIGTERM"),
                signal.SIGINT: (130, "mnist-arch: stopped by SIGINT")}
@@ -137,11 +142,10 @@ def test_a_killed_command_leaves_nothing_running(tmp_path, request, command, sig
     mnist = request.getfixturevalue("mnist_root") if trains else None
     folder = _project(tmp_path, "SpawnsAndTrains" if trains else "SpawnsAndHangs", trains)
     out, err = (folder / "out.txt").open("w+"), (folder / "err.txt").open("w+")
-    # SIGINT as a terminal's foreground job has it: not ignored, as a shell ignores it for a background job
     pidfile = folder / "pids.txt"
     env = {**os.environ, "MNIST_ARCH_TEST_PIDFILE": str(pidfile)}
-    proc = subprocess.Popen(_argv(command, mnist), cwd=folder, stdout=out, stderr=err, start_new_session=True,
-                            env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen([*SIGINT_AS_IN_A_TERMINAL, *_argv(command, mnist)], cwd=folder, stdout=out, stderr=err,
+                            start_new_session=True, env=env)
     tree: dict[int, tuple[int, bytes, str]] = {}
     try:
         end = time.monotonic() + 180
