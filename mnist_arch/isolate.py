@@ -3,10 +3,10 @@ already imported torch, the result coming back on a pipe of ours.
 
 Whatever the model's code does (prints, `sys.exit`, `os._exit`, an endless loop, a huge allocation,
 modules of its own that shadow another model's) stays in its child: its stdout and stderr go to a file
-that is shown only with an error, a timeout kills the child's whole process group, and any way the child
-ends without sending a result becomes a `MnistArchError` in the parent naming the model, the phase
-(import, build, forward, ...) and the limit. The verdict itself is computed in the child by our code and
-sent back pickled on the pipe; the parent never runs the model.
+that is shown only with an error, a timeout kills the child with every process below it and its process
+group, and any way the child ends without sending a result becomes a `MnistArchError` in the parent naming
+the model, the phase (import, build, forward, ...) and the limit. The verdict itself is computed in the
+child by our code and sent back pickled on the pipe; the parent never runs the model.
 
 Library code marks where it is with `phase("build")`; in the parent (or in-process use) that is a no-op.
 
