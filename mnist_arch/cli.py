@@ -455,7 +455,7 @@ def _exit_stopped(stopped: _Stopped) -> None:
     import signal
 
     signum = stopped.args[0]
-    print(f"mnist-arch: stopped by {signal.Signals(signum).name}; no model it was running is left running.",
+    print(f"mnist-arch: stopped by {signal.Signals(signum).name}, and every model it was running with it.",
           file=sys.stderr)
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -208,13 +208,16 @@ def _guard_worker() -> None:
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's ways out
     atexit.unregister(_kill_tree)
-    server = forkserver._forkserver
-    if server._forkserver_alive_fd is not None:
+    server = forkserver._forkserver  # multiprocessing's private state: looked up with care
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
         os.close(server._forkserver_alive_fd)
         server._forkserver_alive_fd = None
-    tracker = resource_tracker._resource_tracker._fd
+    tracker = getattr(getattr(resource_tracker, "_resource_tracker", None), "_fd", None)
     if tracker is not None:
-        os.set_inheritable(tracker, False)  # a program the model runs must not keep the tracker alive
+        try:
+            os.set_inheritable(tracker, False)  # a program the model runs must not keep the tracker alive
+        except OSError:
+            pass
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # with the fork server, should it be killed
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     judge = parent_process()
