@@ -8,6 +8,12 @@ thread count.
 
 import os
 
+from mnist_arch.isolate import guard_fork_server
+
+# First, before the seconds torch takes to import: on Linux the server ends, with every process below it, when
+# the judge's thread that started it ends, so a judge killed even now leaves nothing behind (isolate's docstring).
+guard_fork_server()
+
 # Idle OpenMP threads sleep instead of spinning (read once, when torch loads its OpenMP runtime): a spinning
 # thread waits at every barrier for one that a busy neighbour has descheduled. train.choose_threads uses
 # two threads only under this policy (docs/training.md has the measurements).

@@ -454,12 +454,62 @@ def _quiet_on_closed_pipe(func: Callable[[], int]) -> int:
         return 141
 
 
+# --- stop signals: a stopped command leaves no model running ------------------------------------
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by SIGTERM or SIGINT (`_stop_on_signals`)."""
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT, sent to this process alone too, stop the command at once: every worker is killed
+    with whatever its model started (isolate.stop_all), and `run` says so in one line, exit 128 + the signal
+    (143, 130). A second signal while it stops kills again and changes nothing else. A signal ignored when
+    the command started (SIGINT in a shell's background job) stays ignored."""
+    import signal
+
+    from mnist_arch.isolate import stop_all
+
+    def stop(signum, _frame):
+        stop_all()
+        for each in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(each, lambda *_: stop_all())
+        raise _Stopped(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # as Python does: a background job ignores Ctrl-C
+            signal.signal(signum, stop)
+
+
+def _exit_stopped(stopped: _Stopped) -> None:
+    """The one line, then the end: 128 + the signal, as a shell reports a process the signal ended. No
+    interpreter shutdown (a second or more with torch loaded, as `bench` has it): what needed cleaning up
+    (each worker, a temporary folder) was cleaned up as the exception left its `with` block."""
+    import os
+    import signal
+
+    signum = stopped.args[0]
+    print(f"mnist-arch: stopped by {signal.Signals(signum).name}, and every model it was running with it.",
+          file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(128 + signum)
+
+
 def run() -> None:
     """Console-script entry point."""
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads anywhere: see mnist_arch._forkserver
-    sys.exit(_quiet_on_closed_pipe(main))
+    _stop_on_signals()
+    try:
+        code = _quiet_on_closed_pipe(main)
+    except _Stopped as stopped:
+        _exit_stopped(stopped)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

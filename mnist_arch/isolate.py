@@ -3,25 +3,42 @@ already imported torch, the result coming back on a pipe of ours.
 
 Whatever the model's code does (prints, `sys.exit`, `os._exit`, an endless loop, a huge allocation,
 modules of its own that shadow another model's) stays in its child: its stdout and stderr go to a file
-that is shown only with an error, a timeout kills the child's whole process group, and any way the child
-ends without sending a result becomes a `MnistArchError` in the parent naming the model, the phase
-(import, build, forward, ...) and the limit. The verdict itself is computed in the child by our code and
-sent back pickled on the pipe; the parent never runs the model.
+that is shown only with an error, a timeout kills the child with every process below it and its process
+group, and any way the child ends without sending a result becomes a `MnistArchError` in the parent naming
+the model, the phase (import, build, forward, ...) and the limit. The verdict itself is computed in the
+child by our code and sent back pickled on the pipe; the parent never runs the model.
 
 Library code marks where it is with `phase("build")`; in the parent (or in-process use) that is a no-op.
+
+No worker outlives its judge (the process that opened it), however the judge ends; docs/stopping.md has
+the details. On Linux, within about a second of the judge's death, SIGKILL included, every worker, the
+fork server, the resource tracker and whatever a model started (threads, subprocesses, processes that left
+the worker's process group or session) end:
+- the fork server gets SIGTERM when the judge's thread that started it ends (`guard_fork_server`), kills
+  every process below it and ends; each worker and the server are child subreapers, so a model's orphaned
+  processes are still below them (`_kill_tree` walks /proc);
+- each worker also watches the pipe only the judge holds and then kills all below it and itself
+  (`_guard_worker`), and is SIGKILLed when the fork server ends;
+- the resource tracker ends, its last writer gone.
+A timeout, Ctrl-C or a stop signal in the judge kills a worker's tree the same way (`Worker.kill`,
+`stop_all`). On macOS there is no PR_SET_PDEATHSIG nor subreaper, and no /proc: a worker still ends with its
+judge (the watching thread) and takes its process group with it, but a model's process that left the group
+(setsid) can outlive it. Windows has no fork server: mnist-arch does not run there.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import tempfile
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +111,141 @@ def _memory_limit() -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """On Linux, the worker is killed when the fork server ends, which it does when the process that asked
-    for the worker ends (killed, cancelled): no worker outlives its judge."""
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+def _prctl(option: int, value: int) -> None:
+    """Linux's prctl(2); nothing where there is none (macOS)."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def guard_fork_server() -> None:
+    """The fork server, first thing (`mnist_arch._forkserver`), on Linux: when the judge's thread that started
+    it ends (PR_SET_PDEATHSIG; `_start_server` starts it from a thread that lasts as long as the judge), or
+    when the judge's end of its "alive" pipe closes, it kills every process below it, then ends. It is a
+    child subreaper, so what the model of a worker that died left running is still below it. Its workers
+    take none of this with them (`_guard_worker`)."""
+    import atexit
+    import warnings
+
+    signal.signal(signal.SIGTERM, _end_fork_server)
+    atexit.register(_kill_tree, os.getpid(), False)
+    # an orphan it reaps as a subreaper is no worker of multiprocessing's: not worth a warning on the judge's stderr
+    warnings.filterwarnings("ignore", "forkserver: waitpid returned unexpected pid")
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _end_fork_server(_signum, _frame) -> None:
+    _kill_tree(os.getpid(), itself=False)
+    os._exit(0)
+
+
+def _below(pid: int) -> set[int]:
+    """The processes descended from `pid`, zombies left out: from /proc on Linux, none elsewhere."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()  # after "pid (comm)": state, ppid, ...
+        except OSError:
+            continue
+        if fields and fields[0] not in (b"Z", b"X"):
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _kill_tree(pid: int, itself: bool = True) -> None:
+    """SIGKILL every process below the worker `pid` (again until no new one shows, so that a fork made meanwhile
+    is caught too), then its process group and, where `itself`, the worker."""
+    killed: set[int] = set()
+    for _ in range(100):
+        fresh = _below(pid) - killed
+        if not fresh:
+            break
+        for p in fresh:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        killed |= fresh
+    if itself:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _guard_worker() -> None:
+    """A worker, first thing: make sure it ends with its judge, whatever the model does.
+
+    multiprocessing hands each worker the write end of the fork server's "alive" pipe, so the server (and
+    with it every worker) outlived a judge killed with SIGKILL: the worker drops it. On Linux it is killed
+    when the fork server ends (which kills it first, with all below it, unless the server itself was
+    SIGKILLed), and it becomes a child subreaper, so that whatever its model starts stays below it. A thread
+    waits for the pipe that only the judge holds (`multiprocessing.parent_process().sentinel`) to close,
+    then kills all below the worker and the worker (on macOS too, where the rest does not exist)."""
+    import atexit
+    from multiprocessing import forkserver, parent_process, resource_tracker
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's ways out
+    atexit.unregister(_kill_tree)
+    server = forkserver._forkserver  # multiprocessing's private state: looked up with care
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    tracker = getattr(getattr(resource_tracker, "_resource_tracker", None), "_fd", None)
+    if tracker is not None:
+        try:
+            os.set_inheritable(tracker, False)  # a program the model runs must not keep the tracker alive
+        except OSError:
+            pass
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # with the fork server, should it be killed
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    judge = parent_process()
+    if judge is not None:
+        threading.Thread(target=_watch_judge, args=(judge.sentinel,), daemon=True,
+                         name="mnist-arch-judge-watch").start()
+
+
+def _watch_judge(sentinel: int) -> None:
+    """In a worker: once the judge has died (or dropped the worker), kill the worker and all below it."""
+    from multiprocessing.connection import wait
+
+    try:
+        wait([sentinel])
+    except OSError:  # the model closed the descriptor (and with it our pipe): nothing left to watch
+        return
+    _kill_tree(os.getpid())
+
+
+def _has_children() -> bool:
+    """Whether this process has a child, live or not (then something may be below it); True where unknown."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except (AttributeError, OSError):
+        pass
+    return True
 
 
 def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int | None) -> None:
@@ -110,7 +253,7 @@ def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int
     global _conn
     _conn = conn
     os.setpgrp()  # its own process group, so a timeout also stops whatever the model started
-    _die_with_parent()
+    _guard_worker()
     out = os.open(output_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(out, 1)
     os.dup2(out, 2)
@@ -127,6 +270,8 @@ def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int
         request = conn.recv()
         if request is None:
             _flush()
+            if _has_children():
+                _kill_tree(os.getpid(), itself=False)  # what the model started, in any process group
             os._exit(0)  # now: no waiting for threads the model left running (the parent kills the group)
         func, args = request
         try:
@@ -186,6 +331,60 @@ def _printed(path: str, limit: int = 1500) -> str:
     return f" The model printed: {text}"
 
 
+_OPEN: set[Worker] = set()  # this process's workers not yet closed
+_stopping = 0  # above 0 while this process is being stopped (`stop_all`): no worker starts
+_SERVER_STARTS: tuple[int, queue.SimpleQueue] | None = None  # (this process, the starting thread's requests)
+
+
+def _start_server() -> None:
+    """Start the fork server unless it runs, from a thread that lasts as long as this process: the server ends
+    with the thread that started it (`guard_fork_server`), which must not be a pool's thread that ends first."""
+    global _SERVER_STARTS
+    if _SERVER_STARTS is None or _SERVER_STARTS[0] != os.getpid():
+        _SERVER_STARTS = (os.getpid(), queue.SimpleQueue())
+        threading.Thread(target=_server_starter, args=(_SERVER_STARTS[1],), daemon=True,
+                         name="mnist-arch-fork-server").start()
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    _SERVER_STARTS[1].put(done)
+    error = done.get()
+    if error is not None:
+        raise error
+
+
+def _server_starter(requests: queue.SimpleQueue) -> None:
+    from multiprocessing import forkserver
+
+    while True:
+        done = requests.get()
+        try:
+            forkserver.ensure_running()
+            done.put(None)
+        except BaseException as exc:  # noqa: BLE001 (raised in the thread that asked)
+            done.put(exc)
+
+
+def stop_all() -> None:
+    """Kill every worker this process has open, with whatever its model started, and start no other from now
+    on: the process is being stopped (a stop signal, Ctrl-C). A thread waiting on a killed worker gets a
+    MnistArchError at once. Takes no lock: a signal handler may call it."""
+    global _stopping
+    _stopping += 1
+    for worker in list(_OPEN):
+        worker.kill()
+
+
+@contextmanager
+def stopping() -> Iterator[None]:
+    """`stop_all` while it lasts (then workers may start again): for a caller whose threads must not wait
+    for their models when it is interrupted (`jobs.judge_all`)."""
+    global _stopping
+    stop_all()
+    try:
+        yield
+    finally:
+        _stopping -= 1
+
+
 class Worker:
     """One isolated child for one model. `call(func, *args)` runs a module-level function there and
     returns its result; the child keeps its state (a loaded model) between calls."""
@@ -194,6 +393,8 @@ class Worker:
                  extra_path: list[str] | None = None, threads: int | None = None,
                  on_note: Callable[[str], None] | None = None) -> None:
         self.label, self.timeout, self.on_note = label, timeout, on_note
+        if _stopping:
+            raise MnistArchError(f"Model {label}: not run: this process is being stopped.")
         handle, self._output = tempfile.mkstemp(prefix="mnist-arch-model-", suffix=".log")
         os.close(handle)
         ctx = _context()
@@ -201,18 +402,23 @@ class Worker:
         self._process = ctx.Process(
             target=_serve, daemon=True,
             args=(child_conn, self._output, str(cwd or os.getcwd()), list(extra_path or []), threads))
+        self.phase = "start"
+        self._closed = False
         with _START_LOCK:
             # multiprocessing would re-run the caller's main script in the fork server and in each child
             # (unguarded script code, a second time, in someone else's process): show it none.
             main = sys.modules["__main__"]
             sys.modules["__main__"] = types.ModuleType("__main__")
             try:
+                _start_server()
                 self._process.start()
+                _OPEN.add(self)
             finally:
                 sys.modules["__main__"] = main
         child_conn.close()
-        self.phase = "start"
-        self._closed = False
+        if _stopping:  # after _OPEN.add: a stop_all that did not see this worker is seen here
+            self.close(kill=True)
+            raise MnistArchError(f"Model {label}: not run: this process is being stopped.")
 
     def call(self, func: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
         limit = self.timeout if timeout is None else timeout
@@ -275,13 +481,23 @@ class Worker:
         raise MnistArchError(f"Model {self.label}: {what} while {PHASE_WORDS.get(self.phase, self.phase)} "
                              f"(phase: {self.phase}).{advice}{printed}")
 
+    def kill(self) -> None:
+        """SIGKILL the worker and every process its model started, now, from any thread or a signal handler;
+        a thread waiting in `call` then gets the MnistArchError of a killed worker, and `close` cleans up."""
+        _kill_tree(self._process.pid)
+
     def close(self, kill: bool = False) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._process.is_alive() and not kill:
+        _OPEN.discard(self)
+        if not self._process.is_alive():
+            pass  # gone (its pid may be another process's by now): only its group, below
+        elif kill:
+            self.kill()
+        else:
             try:
-                self._conn.send(None)
+                self._conn.send(None)  # the worker kills what its model started, then exits
                 self._process.join(5)
             except (BrokenPipeError, OSError):
                 pass
@@ -301,8 +517,8 @@ class Worker:
     def __enter__(self) -> Worker:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: Any) -> None:
+        self.close(kill=kind is not None)  # interrupted (Ctrl-C, a stop signal): no waiting for the model
 
 
 def run_isolated(label: str, func: Callable[..., Any], *args: Any, timeout: float | None = DEFAULT_TIMEOUT,

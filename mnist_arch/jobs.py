@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mnist_arch.errors import MnistArchError, ours
-from mnist_arch.isolate import Worker, expect_training, note, phase
+from mnist_arch.isolate import Worker, expect_training, note, phase, stopping
 
 if TYPE_CHECKING:
     from mnist_arch.project import Declared, Project
@@ -68,7 +68,12 @@ def judge_all(project: Project, models: Sequence[Declared], changes: Mapping[str
             return exc
 
     with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
-        return list(pool.map(one, models))
+        try:
+            return list(pool.map(one, models))
+        except BaseException:  # interrupted (Ctrl-C, a stop signal): the pool's threads must not wait for models
+            with stopping():
+                pool.shutdown(cancel_futures=True)
+            raise
 
 
 def summarise(project: Project, model: Declared, shape: Sequence[int], timeout: float | None = None) -> list:
