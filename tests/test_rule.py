@@ -392,4 +392,33 @@ def test_the_rule_item_is_deselected_unless_asked_for(pytester, mnist_root):
                                 "*pyproject.toml::easy::rule PASSED*",
                                 "*mnist-arch training*",
                                 "easy: rule: 70.00% in 2 epoch(s) in a row within 4, seed 0: passed: *"])
-    pytester.runpytest_subprocess("-p", "no:benchmark", "--mnist-arch-rule", data).assert_outcomes(passed=2)
+
+
+class _Config:
+    def __init__(self, option: bool, markexpr: str) -> None:
+        self.option = type("Option", (), {"markexpr": markexpr})()
+        self.hook = type("Hook", (), {"pytest_deselected": lambda self, items: self.deselected.extend(items),
+                                      "deselected": []})()
+        self._rule = option
+
+    def getoption(self, name, default=None):
+        return self._rule if name == "mnist_arch_rule" else default
+
+
+class _Item:
+    def __init__(self, rule: bool) -> None:
+        self.rule = rule
+
+    def get_closest_marker(self, name):
+        return object() if name == "rule" and self.rule else None
+
+
+@pytest.mark.parametrize("option, markexpr, kept", [(False, "", 1), (False, "not slow", 1), (True, "", 2),
+                                                    (True, "not slow", 2), (False, "rule", 2),
+                                                    (False, "training or rule", 2), (False, "rules", 1)])
+def test_what_asks_for_the_rule_items(option, markexpr, kept):
+    from mnist_arch.pytest_plugin import pytest_collection_modifyitems
+
+    config, items = _Config(option, markexpr), [_Item(False), _Item(True)]
+    pytest_collection_modifyitems(config, items)
+    assert len(items) == kept and len(config.hook.deselected) == 2 - kept
