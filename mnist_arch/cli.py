@@ -191,7 +191,10 @@ def _cmd_train(args) -> int:
             _print_now(f"{'PASS' if result.passed else 'FAIL'}: {model.name} ({args.recipe}, seed {seed}) "
                        f"{result.verdict()}")
 
-    results = train_runs(project, model, args.recipe, seeds, on_note=_print_now if text else None,
+    # the estimate and the epochs' lines: on stdout as text, else on stderr for a rule run (minutes long)
+    say = _print_now if text else (lambda line: print(line, file=sys.stderr, flush=True)) if args.recipe == "rule" \
+        else None
+    results = train_runs(project, model, args.recipe, seeds, on_note=say,
                          on_result=verdict, timeout=args.timeout, epochs=args.epochs, device=args.device,
                          time_budget=args.time_budget, data_dir=str(project.mnist_root(args.data_dir)),
                          plots=args.plots, save=args.save, threads=args.threads)
