@@ -180,6 +180,10 @@ def _cmd_train(args) -> int:
     model = project.select([args.name])[0]
     text = args.format == "text"
     recipe = model.spec.recipes.get(args.recipe)
+    if args.recipe == "rule" and recipe is None and not model.error:
+        raise MnistArchError(f"{model.name} ({model.source}) declares no rule: add a [tool.mnist-arch.models."
+                             f"{model.name}.rule] table with threshold, epochs and consecutive, and the recipe that "
+                             "trains it (docs/rule.md).")
     if args.recipe == "rule" and (args.epochs or args.time_budget):
         raise MnistArchError(f"--tier rule judges the rule {model.source} states, within its own epochs: "
                              f"--{'epochs' if args.epochs else 'time-budget'} would change it. Change the rule "

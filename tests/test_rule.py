@@ -250,6 +250,15 @@ def test_a_bad_rule_exits_2_from_the_command_line(tmp_path, monkeypatch, capsys)
     assert "'rotation' must be a number of degrees from 0 to 180" in err and "Traceback" not in err
 
 
+def test_a_model_without_a_rule_says_how_to_declare_one(tmp_path, monkeypatch, capsys):
+    (tmp_path / "net.py").write_text(MODEL)
+    (tmp_path / "pyproject.toml").write_text('[tool.mnist-arch.models.net]\nmodel = "net.py:Linear"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "net", "--tier", "rule"]) == 2
+    assert "declares no rule: add a [tool.mnist-arch.models.net.rule] table with threshold, epochs and " \
+           "consecutive" in capsys.readouterr().err
+
+
 def test_the_rule_states_its_own_epochs(tmp_path, monkeypatch, capsys):
     declare(tmp_path, RULE)
     monkeypatch.chdir(tmp_path)
