@@ -314,6 +314,14 @@ def test_the_rule_stops_the_run_once_its_verdict_is_settled(small):
     assert failed.judged().reason.endswith("stopped after epoch 2: 3 in a row no longer fit in 4")
 
 
+def test_a_run_whose_loss_blows_up_stops_and_fails_with_that_reason(small):
+    from mnist_arch.train import train_model
+
+    result = train_model(linear(), recipe(lr=1e38, epochs=5, consecutive=1), small, progress=False, threads=1)
+    assert (result.passed, result.epochs) == (False, 1)
+    assert result.judged().reason.startswith("the loss is not a number in epoch 1 (train loss nan, ")
+
+
 def test_rotation_trains(small):
     from mnist_arch.train import train_model
 
