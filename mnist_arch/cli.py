@@ -175,27 +175,42 @@ def _cmd_train(args) -> int:
     from mnist_arch.isolate import expect_training
     from mnist_arch.jobs import train_runs
     from mnist_arch.project import load_project
-    from mnist_arch.runs import runs_table
+    from mnist_arch.runs import rule_table, runs_table
 
     expect_training()  # before load_project, whose registry read may start the fork server
     project = load_project()
     model = project.select([args.name])[0]
     text = args.format == "text"
+    recipe = model.spec.recipes.get(args.recipe)
+    if args.recipe == "rule" and recipe is None and not model.error:
+        raise MnistArchError(f"{model.name} ({model.source}) declares no rule: add a [tool.mnist-arch.models."
+                             f"{model.name}.rule] table with threshold, epochs and consecutive, and the recipe that "
+                             "trains it (docs/rule.md).")
+    if args.recipe == "rule" and (args.epochs or args.time_budget):
+        raise MnistArchError(f"--tier rule judges the rule {model.source} states, within its own epochs: "
+                             f"--{'epochs' if args.epochs else 'time-budget'} would change it. Change the rule "
+                             "table, or train another tier (--tier quick) with it.")
+    seeds = args.seed or [recipe.seed if recipe is not None else 0]  # the rule's declared seed by default
 
     def verdict(seed: int, result) -> None:  # as each seed's run ends
         if text:
             _print_now(f"{'PASS' if result.passed else 'FAIL'}: {model.name} ({args.recipe}, seed {seed}) "
                        f"{result.verdict()}")
 
-    results = train_runs(project, model, args.recipe, args.seed, on_note=_print_now if text else None,
+    # the estimate and the epochs' lines: on stdout as text, else on stderr for a rule run (minutes long)
+    say = _print_now if text else (lambda line: print(line, file=sys.stderr, flush=True)) if args.recipe == "rule" \
+        else None
+    results = train_runs(project, model, args.recipe, seeds, on_note=say,
                          on_result=verdict, timeout=args.timeout, epochs=args.epochs, device=args.device,
                          time_budget=args.time_budget, data_dir=str(project.mnist_root(args.data_dir)),
                          plots=args.plots, save=args.save, threads=args.threads)
     if args.format == "json":
         dicts = [r.to_dict() for r in results]
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
+    elif args.format == "markdown" and args.recipe == "rule":  # per epoch: which held the threshold
+        print("\n\n".join(rule_table(r) for r in results))
     elif args.format == "markdown":
-        print(runs_table(results, args.seed, model.spec.recipes[args.recipe]))
+        print(runs_table(results, seeds, model.spec.recipes[args.recipe]))
     return 0 if all(r.passed for r in results) else 1
 
 
@@ -316,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes:\n"
                "  0  every check passed\n"
                "  1  a check failed on a model that ran (check, pytest items), the pull request broke a rule (diff),\n"
-               "     a training run missed its threshold (train)\n"
+               "     a training run missed its threshold or its rule (train)\n"
                "  2  anything else: wrong arguments, or a model that cannot be imported, built, run or judged\n"
                "     (one paragraph on stderr, never a traceback)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -357,9 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a declared or registered model with its recipe on real MNIST")
     p.add_argument("name")
-    p.add_argument("--recipe", choices=("quick", "full"), default="quick")
-    p.add_argument("--epochs", type=_count, help="override the recipe's epochs")
-    p.add_argument("--seed", type=_seeds, default=[0], help="a seed, or several: 0,1,2 or 0-4")
+    p.add_argument("--tier", "--recipe", dest="recipe", choices=("quick", "full", "rule"), default="quick",
+                   help="quick: the floor (one short run against min_accuracy); full: a reference's published recipe; "
+                        "rule: the course's rule in the [...rule] table, held for `consecutive` epochs in a row "
+                        "within `epochs` (docs/rule.md)")
+    p.add_argument("--epochs", type=_count, help="override the recipe's epochs (not with --tier rule)")
+    p.add_argument("--seed", type=_seeds, default=None,
+                   help="a seed, or several: 0,1,2 or 0-4 (default: 0; for --tier rule, the rule's seed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--data-dir", help="folder containing MNIST/raw (default: $MNIST_ARCH_DATA, else data in "
                    "[tool.mnist-arch], else the user's cache)")
@@ -370,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", metavar="DIR", help="write curves, confusion matrix and predictions as PNG")
     p.add_argument("--save", metavar="PATH", help="write weights, spec and metrics (torch.save)")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
-                   help="markdown: a table of the seeds' runs against the threshold")
+                   help="markdown: a table of the seeds' runs against the threshold (--tier rule: a table of "
+                        "each run's epochs and which of them held the threshold)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("diff", help="the pull-request gate: parameters, mult-adds and checks of the declared models, "

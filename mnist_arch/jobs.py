@@ -106,6 +106,7 @@ class TrainRequest:
     plots: str | None = None  # a folder for the PNGs
     save: str | None = None  # a checkpoint path
     threads: int | None = None  # CPU threads (default: train.choose_threads)
+    estimate_runs: int = 1  # the runs (seeds) its estimate covers, this one and those after it; 0: no estimate
 
 
 def train_runs(project: Project, model: Declared, recipe_name: str = "quick", seeds: Sequence[int] = (0,),
@@ -128,10 +129,11 @@ def train_runs(project: Project, model: Declared, recipe_name: str = "quick", se
         final_activation = judge(project, model).final_activation
     request.setdefault("data_dir", str(project.mnist_root()))
     results = []
-    for seed in seeds:
+    for index, seed in enumerate(seeds):
+        runs = len(seeds) if index == 0 else 0  # one estimate, before the first run, for them all
         with worker_for(project, model, training=True, timeout=timeout, on_note=on_note) as worker:
-            results.append(worker.call(train_declared,
-                                       TrainRequest(model, recipe_name, final_activation, seed, **request)))
+            results.append(worker.call(train_declared, TrainRequest(model, recipe_name, final_activation, seed,
+                                                                    estimate_runs=runs, **request)))
         if on_result is not None:
             on_result(seed, results[-1])
     return results
@@ -227,6 +229,7 @@ def train_declared(request: TrainRequest) -> TrainResult:
 
     from mnist_arch.data import load_mnist
     from mnist_arch.loader import load_model
+    from mnist_arch.runs import epoch_line
     from mnist_arch.train import resolve_device, save_checkpoint, train_model
 
     model = request.model
@@ -236,15 +239,20 @@ def train_declared(request: TrainRequest) -> TrainResult:
     built = load_model(model.target)
     recipe = training_recipe(model, request.recipe_name, request.final_activation)
     phase("train")
+    history: list = []
 
     def on_epoch(e) -> None:
         phase("train")  # the time limit applies to each epoch
-        note(f"{model.name} epoch {e.epoch:3}  train loss {e.train_loss:.4f}  acc {e.train_accuracy:.2%}  test loss "
-             f"{e.test_loss:.4f}  acc {e.test_accuracy:.2%}  lr {e.lr:.5f}  {e.seconds:.1f}s")
+        history.append(e)
+        note(epoch_line(model.name, history, request.epochs or recipe.epochs, recipe.min_accuracy, recipe.consecutive))
+
+    def on_estimate(estimate) -> None:
+        note(replace(estimate, runs=request.estimate_runs).line(model.name))
 
     result = train_model(built, recipe, data, name=model.name, recipe_name=request.recipe_name,
                          epochs=request.epochs, seed=request.seed, device=device, time_budget=request.time_budget,
-                         progress=False, on_epoch=on_epoch, threads=request.threads)
+                         progress=False, on_epoch=on_epoch, threads=request.threads,
+                         on_estimate=on_estimate if request.estimate_runs else None)
     if request.plots:
         from mnist_arch.plots import save_plots
 

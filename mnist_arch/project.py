@@ -17,6 +17,10 @@ registered model (`model = "micro_cnn"`) and override its spec.
     require_any = [["gap", "fc"]]
     [tool.mnist-arch.models.net.train]
     min_accuracy = 0.98             # optional quick training threshold
+    [tool.mnist-arch.models.net.rule]
+    threshold = 0.994               # optional: the course's rule, a tier of its own (docs/rule.md)
+    epochs = 15
+    consecutive = 3
 
 Everything here is plain data, and nothing imports torch; models are only ever built inside an isolated
 worker (`mnist_arch.jobs`), and the registry read there where this process has no torch yet.
@@ -24,6 +28,7 @@ worker (`mnist_arch.jobs`), and the registry read there where this process has n
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import os
@@ -41,7 +46,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from mnist_arch.errors import MnistArchError
 from mnist_arch.loader import is_file_target, resolve_target
-from mnist_arch.spec import Spec, check_table, parse_recipe_fields, parse_seconds, parse_spec_fields
+from mnist_arch.spec import Spec, check_table, parse_recipe_fields, parse_rule_fields, parse_seconds, parse_spec_fields
 
 TABLE = "tool.mnist-arch"
 #: The environment variable that names the folder holding MNIST/raw/ (`mnist_root`).
@@ -193,13 +198,15 @@ def table_data(path: Path, table: Any) -> Path | None:
     return path.parent.resolve() / data if isinstance(data, str) and data else None
 
 
-def table_may_train(table: Any) -> bool:
+def table_may_train(table: Any, rule: bool = False) -> bool:
     """Whether a [tool.mnist-arch] table as read (before `parse_project`) declares a model the plugin may
-    train: one with a train table, or a registered model named without PATH:ATTR (the references declare
-    quick recipes). Read first because parsing may start the fork server (`isolate.expect_training`)."""
+    train: one with a train table (or a rule table, where the run asks for the rule items: `rule`), or a
+    registered model named without PATH:ATTR (the references declare quick recipes). Read first because
+    parsing may start the fork server (`isolate.expect_training`)."""
     models = table.get("models") if isinstance(table, dict) else None
     return isinstance(models, dict) and any(
-        isinstance(fields, dict) and ("train" in fields or ":" not in str(fields.get("model", ":")))
+        isinstance(fields, dict) and ("train" in fields or (rule and "rule" in fields)
+                                      or ":" not in str(fields.get("model", ":")))
         for fields in models.values())
 
 
@@ -287,6 +294,7 @@ def _declared(path: Path, root: Path, name: str, fields: dict[str, Any], line: i
     fields = dict(fields)
     model = fields.pop("model", None)
     train = fields.pop("train", None)
+    rule = fields.pop("rule", None)
     if not isinstance(model, str) or not model:
         raise MnistArchError(f"{where} needs model = \"PATH.py:ATTR\" (relative to pyproject.toml), "
                              f"\"package.module:ATTR\" or a registered model's name, found {model!r}.")
@@ -305,6 +313,16 @@ def _declared(path: Path, root: Path, name: str, fields: dict[str, Any], line: i
         recipe = parse_recipe_fields(train, f"{where[:-1]}.train]", TRAIN_DEFAULTS)
         loss = train.get("loss") if isinstance(train, dict) else None
         spec = spec.replace(recipes={**spec.recipes, "quick": recipe})
+    if rule is not None:  # the course's rule: its own tier beside the quick floor (docs/rule.md)
+        recipe = parse_rule_fields(rule, f"{where[:-1]}.rule]", TRAIN_DEFAULTS)
+        spec = spec.replace(recipes={**spec.recipes, "rule": recipe})
+        rule_loss = rule.get("loss")
+        if loss is not None and rule_loss is None:  # the train table's loss, for the rule's recipe too
+            spec = spec.replace(recipes={**spec.recipes, "rule": dataclasses.replace(recipe, loss=loss)})
+        elif rule_loss is not None and train is not None and loss is None:  # and the rule's for the quick one
+            spec = spec.replace(recipes={**spec.recipes, "quick": dataclasses.replace(spec.recipes["quick"],
+                                                                                      loss=rule_loss)})
+        loss = loss or rule_loss
     return Declared(name, target, spec, where, loss, line)
 
 

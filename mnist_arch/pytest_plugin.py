@@ -10,9 +10,14 @@ test per declared fact from a plain `pytest`.
     [tool.mnist-arch.models.tiny.train]
     min_accuracy = 0.95               # optional quick training threshold, an item marked `training`
     epochs = 1
+    [tool.mnist-arch.models.tiny.rule]
+    threshold = 0.994                 # optional: a course's rule, an item marked `rule` (docs/rule.md),
+    epochs = 15                       # deselected unless asked for: `pytest -m rule`
+    consecutive = 3
 
 collects `pyproject.toml::tiny::params.max`, `pyproject.toml::tiny::require.batchnorm`, ... and
-`pyproject.toml::tiny::train.min_accuracy`, and with pytest-benchmark `pyproject.toml::tiny::forward[64]`.
+`pyproject.toml::tiny::train.min_accuracy`, `pyproject.toml::tiny::rule`, and with pytest-benchmark
+`pyproject.toml::tiny::forward[64]`.
 The table is read by `mnist_arch.project` (the same reader as the command line). Collection builds no model:
 the items follow from the declarations (`Spec.check_ids`), and each model is judged once per process (per xdist
 worker), in an isolated worker (`mnist_arch.isolate`), when the first of its items runs; each item reports its
@@ -45,6 +50,9 @@ def pytest_addoption(parser):
     group.addoption("--mnist-arch-data", metavar="DIR", default=None,
                     help="folder containing MNIST/raw/ for the training items (default: $MNIST_ARCH_DATA, "
                          "else `data` in [tool.mnist-arch])")
+    group.addoption("--mnist-arch-rule", action="store_true", default=False,
+                    help="run the rule items (marker `rule`: a course's rule, up to its epochs of training, "
+                         "docs/rule.md), which a plain pytest deselects; `-m rule` runs them alone")
 
 
 def _project_file(config) -> Path | None:
@@ -62,6 +70,8 @@ def _project_file(config) -> Path | None:
 def pytest_configure(config):
     config.addinivalue_line("markers", "training: trains on real MNIST (needs the data; see README)")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped without it")
+    config.addinivalue_line("markers", "rule: a declared course rule, many epochs of training; deselected unless "
+                                       "asked for (pytest -m rule, or --mnist-arch-rule)")
     config._mnist_arch = _STATE["current"] = {"file": _project_file(config), "collected": False, "training": []}
     table = config._mnist_arch["file"]
     if table is None or any("::" in arg for arg in config.args):
@@ -76,9 +86,16 @@ def pytest_configure(config):
         config.args.append(str(table))
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     """The `gpu` marker keeps its promise: such a test is skipped where PyTorch sees no CUDA device, through
-    pytest's own skip marker, so the report names the test (torch is imported only when a test is marked)."""
+    pytest's own skip marker, so the report names the test (torch is imported only when a test is marked).
+    The `rule` items are deselected unless asked for: by --mnist-arch-rule, or by a -m expression that names
+    `rule` (then pytest's own -m selects them): a plain `pytest` must stay quick where no addopts say so."""
+    if not _rule_asked(config):
+        rule = [item for item in items if item.get_closest_marker("rule") is not None]
+        if rule:
+            config.hook.pytest_deselected(items=rule)
+            items[:] = [item for item in items if item.get_closest_marker("rule") is None]
     marked = [item for item in items if item.get_closest_marker("gpu") is not None]
     if marked:
         import torch
@@ -87,6 +104,14 @@ def pytest_collection_modifyitems(items):
             skip = pytest.mark.skip(reason=f"marked gpu, and this PyTorch ({torch.__version__}) sees no CUDA device")
             for item in marked:
                 item.add_marker(skip)
+
+
+def _rule_asked(config) -> bool:
+    """Whether this run asked for the `rule` items: --mnist-arch-rule, or a -m expression naming `rule`."""
+    import re
+
+    return bool(config.getoption("mnist_arch_rule", False)
+                or "rule" in re.findall(r"\w+", config.option.markexpr or ""))
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -153,7 +178,7 @@ class ComplianceFile(pytest.File):
             table = read_table(self.path)
             # where MNIST is, read before the table is parsed: parsing may start the fork server
             self.data_root = mnist_root(self.config.getoption("mnist_arch_data"), table_data(self.path, table))
-            if table_may_train(table) and not _training_unavailable(self.data_root):
+            if table_may_train(table, _rule_asked(self.config)) and not _training_unavailable(self.data_root):
                 expect_training()  # before parse_project, whose registry read may start the fork server
             self.project = parse_project(self.path, table)
         except MnistArchError as exc:
@@ -196,6 +221,13 @@ class ModelNode(pytest.Collector):
         if "quick" in self.model.spec.recipes:
             item = TrainingItem.from_parent(self, name="train.min_accuracy")
             item.add_marker(pytest.mark.training)
+            missing = _training_unavailable(self.parent.data_root)
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=missing))
+            yield item
+        if "rule" in self.model.spec.recipes:
+            item = RuleItem.from_parent(self, name="rule")
+            item.add_marker(pytest.mark.rule)
             missing = _training_unavailable(self.parent.data_root)
             if missing:
                 item.add_marker(pytest.mark.skip(reason=missing))
@@ -306,6 +338,45 @@ class TrainingItem(_Item):
         self.user_properties.append(("mnist_arch_training", f"{node.name}: {summary}"))
         if not result.passed:
             raise ComplianceFailure(summary)
+
+
+class RuleItem(_Item):
+    """The course's rule (`[...models.NAME.rule]`, docs/rule.md): the declared recipe, its declared seed, up to
+    its epochs, judged by `runs.judge_rule`. Its estimate and each epoch's line are written to the terminal as
+    they come, past pytest's capture (under pytest-xdist, whose workers have no terminal, they are in the
+    item's report section instead: `pytest -rA` shows them); the verdict is in the terminal summary."""
+
+    def _say(self, lines: list[str]):
+        reporter = None if hasattr(self.config, "workerinput") else self.config.pluginmanager.getplugin(
+            "terminalreporter")
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+
+        def say(line: str) -> None:
+            lines.append(line)
+            if reporter is not None and capture is not None:
+                with capture.global_and_fixture_disabled():
+                    reporter.write_line(f"mnist-arch rule: {line}")
+        return say
+
+    def runtest(self):
+        from mnist_arch.errors import MnistArchError
+        from mnist_arch.jobs import train_runs, training_recipe
+
+        node, table = self.parent, self.parent.parent
+        final_activation = node.report(self).final_activation  # the loss follows the model's output
+        recipe = training_recipe(node.model, "rule", final_activation)
+        lines: list[str] = []
+        try:
+            (result,) = train_runs(table.project, node.model, "rule", (recipe.seed,),
+                                   final_activation=final_activation, data_dir=str(table.data_root),
+                                   on_note=self._say(lines))
+        except MnistArchError as exc:
+            raise ComplianceFailure(str(exc)) from None
+        finally:
+            self.add_report_section("call", "mnist-arch rule", "\n".join(lines))
+        self.user_properties.append(("mnist_arch_training", f"{node.name}: {result.verdict()}"))
+        if not result.passed:
+            raise ComplianceFailure(result.verdict())
 
 
 def _training_unavailable(root: Path | None) -> str | None:

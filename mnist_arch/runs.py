@@ -4,6 +4,7 @@ several seeds' runs with the threshold rule. No torch here: the command line's o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,16 +40,41 @@ class TrainResult:
     setting: str = ""  # that choice in words, for every report
     min_accuracy: float | None = None  # the threshold of the recipe as it ran
     test_predictions: torch.Tensor | None = None  # for plots; not serialised
+    seed: int = 0
+    consecutive: int | None = None  # the rule tier's (Recipe.consecutive); None: judged on the last epoch
+    max_epochs: int = 0  # the epochs the run could take: the rule's "within N"
+
+    @property
+    def rule(self) -> dict | None:
+        """The rule the run was judged by (the rule tier), as the JSON report and the job's chart read it."""
+        if self.consecutive is None:
+            return None
+        return {"threshold": self.min_accuracy, "epochs": self.max_epochs, "consecutive": self.consecutive}
+
+    def judged(self) -> RuleVerdict | None:
+        """The rule tier's verdict on this run (`judge_rule`); None for a run judged on its last epoch."""
+        if self.consecutive is None or self.min_accuracy is None:
+            return None
+        return judge_rule(self.history, self.min_accuracy, self.max_epochs, self.consecutive, self.collapsed)
 
     @property
     def passed(self) -> bool:
-        """What a passing training run is, for every face: the threshold reached and no collapse."""
+        """What a passing training run is, for every face: the threshold reached and no collapse (for the rule
+        tier: `judge_rule`)."""
+        judged = self.judged()
+        if judged is not None:
+            return judged.passed
         return self.min_accuracy is not None and self.test_accuracy >= self.min_accuracy and self.collapsed is None
 
     def verdict(self) -> str:
         """The run in one line: accuracy, threshold, where and at what it ran, and a collapse."""
-        threshold = "no threshold" if self.min_accuracy is None else f"threshold {self.min_accuracy:.2%}"
+        judged = self.judged()
         where = f"{self.threads} thread(s)" if self.device == "cpu" else self.device
+        if judged is not None:
+            return (f"rule: {self.min_accuracy:.2%} in {self.consecutive} epoch(s) in a row within {self.max_epochs}, "
+                    f"seed {self.seed}: {judged.reason}; {self.epochs} epoch(s) in {self.seconds:.1f}s on "
+                    f"{self.device}, {self.setting or self.precision}, {where}")
+        threshold = "no threshold" if self.min_accuracy is None else f"threshold {self.min_accuracy:.2%}"
         return (f"test accuracy {self.test_accuracy:.2%} after {self.epochs} epoch(s) in {self.seconds:.1f}s; "
                 f"{threshold}; on {self.device}, {self.setting or self.precision}, {where}"
                 + (f"; collapsed: {self.collapsed['share']:.1%} of the test predictions are class "
@@ -59,7 +85,14 @@ class TrainResult:
                 "seconds": round(self.seconds, 3), "test_accuracy": self.test_accuracy,
                 "history": [asdict(e) for e in self.history], "collapsed": self.collapsed,
                 "threads": self.threads, "device": self.device, "precision": self.precision,
-                "setting": self.setting, "min_accuracy": self.min_accuracy, "passed": self.passed}
+                "setting": self.setting, "min_accuracy": self.min_accuracy, "passed": self.passed, "seed": self.seed,
+                **self._rule_dict()}
+
+    def _rule_dict(self) -> dict:
+        judged = self.judged()
+        if judged is None:
+            return {}
+        return {"rule": self.rule, "reason": judged.reason, "held": list(judged.held)}
 
 
 def runs_table(results: list[TrainResult], seeds: list[int], recipe: Recipe) -> str:
@@ -90,3 +123,130 @@ def rule_threshold(accuracies: list[float]) -> float:
     one run in 4,000 would fall under it."""
     worst, spread = min(accuracies), max(accuracies) - min(accuracies)
     return math.floor((worst - max(0.001, spread)) * 1000 + 1e-6) / 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule tier (docs/rule.md): a threshold held for K epochs in a row within N
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    """A rule run's verdict: `settled` once more epochs cannot change it (the trainer stops there)."""
+
+    passed: bool
+    settled: bool
+    reason: str
+    held: tuple[int, ...] = ()  # the epochs that held the threshold in a row, when it passed
+
+
+def _collapse_words(collapsed: dict) -> str:
+    return (f"collapsed: {collapsed['share']:.1%} of the test predictions are class {collapsed['class']} "
+            "(an MNIST class is about 10%)")
+
+
+def judge_rule(history: Sequence[Epoch], threshold: float, epochs: int, consecutive: int,
+               collapsed: dict | None = None) -> RuleVerdict:
+    """The rule on a run's epochs so far: it passes as soon as `consecutive` epochs in a row reach `threshold`
+    (test accuracy on all 10,000 test images) within the first `epochs`; it fails as soon as that can no
+    longer happen in the epochs left, when a loss is not a number (NaN or infinite: the weights are lost),
+    or when the run's last predictions collapsed onto one class (`collapsed`, from the trainer). Until then it
+    is not settled. Pure: the trainer calls it after every epoch to know when to stop, every report to say why."""
+    for e in history:
+        if not (math.isfinite(e.train_loss) and math.isfinite(e.test_loss)):
+            return RuleVerdict(False, True, f"the loss is not a number in epoch {e.epoch} (train loss {e.train_loss}, "
+                                            f"test loss {e.test_loss}): the weights are lost, no later epoch can "
+                                            "recover; a lower lr (or gradient clipping in the model) is the usual fix")
+    streak: list[int] = []
+    for e in history[:epochs]:
+        streak = streak + [e.epoch] if e.test_accuracy >= threshold else []
+        if len(streak) == consecutive:
+            if collapsed:
+                return RuleVerdict(False, True, _collapse_words(collapsed))
+            accuracies = ", ".join(f"{x.test_accuracy:.2%}" for x in history if x.epoch in streak)
+            span = f"epoch {streak[0]}" if consecutive == 1 else f"epochs {streak[0]}-{streak[-1]}"
+            return RuleVerdict(True, True, f"passed: {span} reached {threshold:.2%} ({accuracies})", tuple(streak))
+    ran = min(len(history), epochs)
+    if len(streak) + epochs - ran >= consecutive:
+        return RuleVerdict(False, False, f"running: {ran} of at most {epochs} epochs, {len(streak)} of "
+                                         f"{consecutive} in a row at {threshold:.2%} so far")
+    if collapsed:
+        return RuleVerdict(False, True, _collapse_words(collapsed))
+    reached = [e.epoch for e in history[:epochs] if e.test_accuracy >= threshold]
+    best = max(history[:epochs], key=lambda e: e.test_accuracy, default=None)
+    if best is None:
+        return RuleVerdict(False, True, "failed: no epoch ran")
+    stopped = (f"; stopped after epoch {ran}: {consecutive} in a row no longer fit in {epochs}" if ran < epochs
+               else "")
+    where = (f"reached in epoch(s) {', '.join(map(str, reached))} but never {consecutive} in a row" if reached
+             else "never reached")
+    return RuleVerdict(False, True, f"failed: {threshold:.2%} {where}; best {best.test_accuracy:.2%} in epoch "
+                                    f"{best.epoch}{stopped}")
+
+
+def duration(seconds: float) -> str:
+    """Seconds in words a log reader takes in at a glance: 42 s, 3 min 05 s, 1 h 07 min."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02} min"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a run will take, from its own first steps (`mnist_arch.train`): said before the bulk of it trains."""
+
+    epochs: int
+    steps_per_epoch: int
+    step_seconds: float  # one training step, measured
+    eval_seconds: float  # one evaluation of the whole test set, from one timed batch of it
+    hardware: str  # "this CPU (AVX2)", "this GPU (...)"
+    threads: int  # 0 on a GPU
+    precision: str
+    runs: int = 1  # runs of the same length, one after the other (seeds), that the estimate covers
+    at_most: bool = False  # a rule run stops once its verdict is settled
+
+    @property
+    def seconds(self) -> float:
+        return self.runs * self.epochs * (self.steps_per_epoch * self.step_seconds + self.eval_seconds)
+
+    def line(self, name: str) -> str:
+        runs = f"{self.runs} runs of {self.epochs}" if self.runs > 1 else f"{self.epochs}"
+        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""
+        return (f"{name}: {runs} epoch{'s' if self.epochs != 1 else ''}, {'at most ' if self.at_most else ''}about "
+                f"{duration(self.seconds)} on {self.hardware}{threads}, {self.precision} (estimate: "
+                f"{self.step_seconds:.3f} s a step x {self.steps_per_epoch} steps + {self.eval_seconds:.1f} s of "
+                "test evaluation an epoch)")
+
+
+def epoch_line(name: str, history: Sequence[Epoch], epochs: int, threshold: float | None = None,
+               consecutive: int | None = None) -> str:
+    """The line a run prints as each epoch ends: accuracy, loss, elapsed, time left (and, for the rule tier,
+    whether the epoch held the threshold)."""
+    e = history[-1]
+    elapsed = sum(x.seconds for x in history)
+    left = elapsed / len(history) * max(0, epochs - len(history))
+    line = (f"{name} epoch {e.epoch:3}  train loss {e.train_loss:.4f}  acc {e.train_accuracy:.2%}  test loss "
+            f"{e.test_loss:.4f}  acc {e.test_accuracy:.2%}  lr {e.lr:.5f}  {e.seconds:.1f}s  elapsed "
+            f"{duration(elapsed)}, {'at most ' if consecutive else ''}about {duration(left)} left")
+    if consecutive is not None and threshold is not None:
+        streak = 0
+        for x in history:
+            streak = streak + 1 if x.test_accuracy >= threshold else 0
+        line += f"  {'held' if streak else 'below'} {threshold:.2%} ({streak}/{consecutive} in a row)"
+    return line
+
+
+def rule_table(result: TrainResult) -> str:
+    """A rule run as markdown: one row per epoch (which of them held the threshold), then the verdict."""
+    judged = result.judged()
+    assert judged is not None and result.min_accuracy is not None and result.consecutive is not None
+    lines = ["| epoch | test accuracy | train loss | held? | seconds |", "| ---: | ---: | ---: | --- | ---: |"]
+    streak = 0
+    for e in result.history:
+        streak = streak + 1 if e.test_accuracy >= result.min_accuracy else 0
+        held = f"yes ({min(streak, result.consecutive)}/{result.consecutive})" if streak else "no"
+        lines.append(f"| {e.epoch} | {e.test_accuracy:.2%} | {e.train_loss:.4f} | {held} | {e.seconds:.1f} |")
+    lines += ["", f"**{'PASS' if result.passed else 'FAIL'}**: {result.model} {result.verdict()}."]
+    return "\n".join(lines)

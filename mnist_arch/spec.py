@@ -67,7 +67,7 @@ class Recipe:
     lr: float
     min_accuracy: float  # fraction of the MNIST test set, e.g. 0.99
     optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    schedule: str | None = None  # None | "onecycle" | "plateau"
+    schedule: str | None = None  # None | "onecycle" | "plateau" | "step" | "multistep" | "cosine"
     schedule_kwargs: Mapping[str, Any] = field(default_factory=dict)
     loss: str = "cross_entropy"  # "cross_entropy" (logits) | "nll" (log-probabilities) | "nll_probs" (probabilities)
     label_smoothing: float = 0.0
@@ -83,6 +83,10 @@ class Recipe:
     # Fields that change where a bf16 recipe trains in fp32 (a CPU without native bf16): a smaller
     # train_subset that keeps the tier's time, and the min_accuracy and threshold_note of its fp32 seeds.
     fp32_changes: Mapping[str, Any] = field(default_factory=dict)
+    # The rule tier (docs/rule.md): None judges the last epoch against min_accuracy; a number K passes the run
+    # as soon as K epochs in a row reach min_accuracy within `epochs`, and stops it there.
+    consecutive: int | None = None
+    seed: int = 0  # the seed the run is judged with unless another is asked for (`--seed`)
 
     @property
     def compute_dtype(self) -> str:
@@ -298,13 +302,99 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 #: The values a recipe's named choices may take: the one list the TOML reader and the trainer check against.
 RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw", "adagrad"),
                   "loss": ("cross_entropy", "nll", "nll_probs"),
-                  "schedule": ("onecycle", "plateau"), "precision": ("fp32", "bf16", "bf16_weights")}
-# Recipe fields a TOML table may set (the pytest plugin's [tool.mnist-arch.models.NAME.train]).
+                  "schedule": ("onecycle", "plateau", "step", "multistep", "cosine"),
+                  "precision": ("fp32", "bf16", "bf16_weights")}
+# Recipe fields a TOML table may set (the pytest plugin's [tool.mnist-arch.models.NAME.train] and .rule).
 _RECIPE_COUNTS = ("epochs", "batch_size", "train_subset")
 _RECIPE_TABLES = ("optimizer_kwargs", "schedule_kwargs")
 _RECIPE_FLAGS = ("channels_last",)
+#: Augmentation, in torchvision's words (RandomRotation / RandomAffine): each becomes a field of `Augment`.
+AUGMENT_FIELDS = ("rotation", "translate", "scale", "shear")
 _RECIPE_FIELDS = ("min_accuracy", "lr", "label_smoothing", *_RECIPE_COUNTS, *RECIPE_CHOICES, *_RECIPE_TABLES,
-                  *_RECIPE_FLAGS)
+                  *_RECIPE_FLAGS, *AUGMENT_FIELDS)
+#: The rule tier's own fields (docs/rule.md), beside every recipe field but min_accuracy (the threshold is it).
+RULE_FIELDS = ("threshold", "consecutive", "seed")
+#: The most epochs a rule may state: more is surely a slip (a course states 15 or 20).
+MAX_RULE_EPOCHS = 1000
+#: What schedule_kwargs the schedules we step once an epoch take, and which of them must be given.
+_EPOCH_SCHEDULE_KWARGS = {"step": (("step_size", "gamma"), ("step_size",)),
+                          "multistep": (("milestones", "gamma"), ("milestones",)),
+                          "cosine": (("T_max", "eta_min"), ())}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: Any, least: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _augment(data: Mapping[str, Any], bad) -> Augment | None:
+    """The `Augment` of a recipe table's rotation, translate, scale and shear (None when it sets none)."""
+    given = {key: data[key] for key in AUGMENT_FIELDS if key in data}
+    if not given:
+        return None
+    rotation, translate = given.get("rotation", 0), given.get("translate", 0)
+    scale, shear = given.get("scale", [1, 1]), given.get("shear", 0)
+    if not (_number(rotation) and 0 <= rotation <= 180):
+        raise bad("rotation", "a number of degrees from 0 to 180 (RandomRotation(7) is rotation = 7)")
+    if not (_number(translate) and 0 <= translate <= 1):
+        raise bad("translate", "a fraction of the image from 0 to 1 (RandomAffine's translate=(0.1, 0.1) is "
+                               "translate = 0.1)")
+    if not (isinstance(scale, (list, tuple)) and len(scale) == 2 and all(map(_number, scale))
+            and 0 < scale[0] <= scale[1] <= 10):
+        raise bad("scale", "two numbers [low, high] with 0 < low <= high <= 10, e.g. [0.9, 1.1]")
+    if not (_number(shear) and 0 <= shear < 90):
+        raise bad("shear", "a number of degrees from 0 to below 90 (x-shear drawn from [-shear, shear])")
+    return Augment(float(rotation), float(translate), (float(scale[0]), float(scale[1])), float(shear))
+
+
+def _check_optimizer_kwargs(kwargs: Mapping[str, Any], bad) -> None:
+    """The values of the optimizer settings a course recipe uses, checked here. Whether the optimizer takes them
+    is torch's to say: SGD's momentum given to Adam fails the run's set-up, as ours (`train.recipe_call`)."""
+    for key in ("momentum", "dampening"):
+        if key in kwargs and not (_number(kwargs[key]) and 0 <= kwargs[key] < 1):
+            raise bad(f"optimizer_kwargs.{key}", "a number from 0 to below 1, e.g. 0.9", kwargs[key])
+    if "weight_decay" in kwargs and not (_number(kwargs["weight_decay"]) and 0 <= kwargs["weight_decay"] < 1):
+        raise bad("optimizer_kwargs.weight_decay", "a number from 0 to below 1, e.g. 5e-4", kwargs["weight_decay"])
+    if "nesterov" in kwargs:
+        if not isinstance(kwargs["nesterov"], bool):
+            raise bad("optimizer_kwargs.nesterov", "true or false", kwargs["nesterov"])
+        if kwargs["nesterov"] and not (kwargs.get("momentum", 0) > 0 and kwargs.get("dampening", 0) == 0):
+            raise bad("optimizer_kwargs.nesterov", "false unless momentum is above 0 and dampening is 0 (torch's "
+                      "SGD rule): add momentum = 0.9", kwargs["nesterov"])
+
+
+def _check_schedule_kwargs(schedule: str | None, kwargs: Mapping[str, Any], bad) -> None:
+    """The settings of the schedules stepped once an epoch (StepLR, MultiStepLR, cosine); OneCycle's and
+    ReduceLROnPlateau's go to torch as they are."""
+    if schedule not in _EPOCH_SCHEDULE_KWARGS:
+        return
+    allowed, needed = _EPOCH_SCHEDULE_KWARGS[schedule]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise bad(f"schedule_kwargs.{unknown[0]}", f"left out: schedule = {schedule!r} takes "
+                  f"{' and '.join(allowed)}", kwargs[unknown[0]])
+    for key in needed:
+        if key not in kwargs:
+            example = {"step_size": "{step_size = 5, gamma = 0.1}", "milestones": "{milestones = [6, 12], gamma = 0.1}"}
+            raise bad("schedule_kwargs", f"a table with {key}: schedule = {schedule!r} needs it, e.g. "
+                      f"schedule_kwargs = {example[key]}", dict(kwargs))
+    if "step_size" in kwargs and not _whole(kwargs["step_size"]):
+        raise bad("schedule_kwargs.step_size", "a whole number of epochs of at least 1", kwargs["step_size"])
+    if "T_max" in kwargs and not _whole(kwargs["T_max"]):
+        raise bad("schedule_kwargs.T_max", "a whole number of epochs of at least 1 (default: the run's epochs)",
+                  kwargs["T_max"])
+    milestones = kwargs.get("milestones", [1])
+    if not (isinstance(milestones, list) and milestones and all(_whole(m) for m in milestones)
+            and milestones == sorted(set(milestones))):
+        raise bad("schedule_kwargs.milestones", "a list of epochs in increasing order, each at least 1, e.g. "
+                  "[6, 12]", milestones)
+    if "gamma" in kwargs and not (_number(kwargs["gamma"]) and 0 < kwargs["gamma"] <= 1):
+        raise bad("schedule_kwargs.gamma", "a number above 0 and at most 1, e.g. 0.1", kwargs["gamma"])
+    if "eta_min" in kwargs and not (_number(kwargs["eta_min"]) and kwargs["eta_min"] >= 0):
+        raise bad("schedule_kwargs.eta_min", "a number of at least 0", kwargs["eta_min"])
 
 
 def parse_recipe_fields(data: Any, where: str, defaults: Mapping[str, Any]) -> Recipe:
@@ -313,23 +403,62 @@ def parse_recipe_fields(data: Any, where: str, defaults: Mapping[str, Any]) -> R
     check_table(data, where, _RECIPE_FIELDS, f"the table may set {', '.join(_RECIPE_FIELDS)}")
     if "min_accuracy" not in data:
         raise MnistArchError(f"{where} needs min_accuracy, the test accuracy to reach (a fraction, e.g. 0.95).")
-    for key, value in data.items():
-        def bad(expected: str, key=key, value=value) -> MnistArchError:
-            return MnistArchError(f"{where}: '{key}' must be {expected}, found {value!r}.")
+    return _recipe(data, where, defaults)
 
+
+def _recipe(data: Mapping[str, Any], where: str, defaults: Mapping[str, Any]) -> Recipe:
+    def bad(key: str, expected: str, value: Any = None) -> MnistArchError:
+        value = data[key] if value is None and key in data else value
+        return MnistArchError(f"{where}: '{key}' must be {expected}, found {value!r}.")
+
+    for key, value in data.items():
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if key == "min_accuracy" and not (number and 0 < value <= 1):
-            raise bad("a fraction in (0, 1], e.g. 0.95")
+            raise bad(key, "a fraction in (0, 1], e.g. 0.95")
         if key == "lr" and not (number and value > 0):
-            raise bad("a positive number")
+            raise bad(key, "a positive number")
         if key == "label_smoothing" and not (number and 0 <= value < 1):
-            raise bad("a number in [0, 1)")
-        if key in _RECIPE_COUNTS and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-            raise bad("a whole number of at least 1")
+            raise bad(key, "a number in [0, 1)")
+        if key in _RECIPE_COUNTS and not _whole(value):
+            raise bad(key, "a whole number of at least 1")
         if key in RECIPE_CHOICES and value not in RECIPE_CHOICES[key]:
-            raise bad(f"one of {', '.join(RECIPE_CHOICES[key])}")
+            raise bad(key, f"one of {', '.join(RECIPE_CHOICES[key])}")
         if key in _RECIPE_TABLES and not isinstance(value, Mapping):
-            raise bad("a table")
+            raise bad(key, "a table")
         if key in _RECIPE_FLAGS and not isinstance(value, bool):
-            raise bad("true or false")
-    return Recipe(**{**defaults, **data})
+            raise bad(key, "true or false")
+    merged = {**defaults, **{k: v for k, v in data.items() if k not in AUGMENT_FIELDS}}
+    _check_optimizer_kwargs(merged.get("optimizer_kwargs", {}), bad)
+    _check_schedule_kwargs(merged.get("schedule"), merged.get("schedule_kwargs", {}), bad)
+    augment = _augment(data, bad)
+    return Recipe(**merged, **({"augment": augment} if augment is not None else {}))
+
+
+def parse_rule_fields(data: Any, where: str, defaults: Mapping[str, Any]) -> Recipe:
+    """The rule tier's Recipe (docs/rule.md) from a [tool.mnist-arch.models.NAME.rule] table over `defaults`:
+    threshold, epochs (the most) and consecutive, an optional seed, and any recipe field but min_accuracy."""
+    allowed = (*RULE_FIELDS, *(f for f in _RECIPE_FIELDS if f != "min_accuracy"))
+    check_table(data, where, allowed, f"the table may set {', '.join(allowed)}")
+    missing = [key for key in ("threshold", "epochs") if key not in data]
+    if missing:
+        raise MnistArchError(f"{where} needs {' and '.join(missing)}: the rule is a test accuracy to reach "
+                             "(threshold, a fraction such as 0.994) within at most so many epochs (epochs, such as "
+                             "15), held for `consecutive` epochs in a row (default 1).")
+
+    def bad(key: str, expected: str) -> MnistArchError:
+        return MnistArchError(f"{where}: '{key}' must be {expected}, found {data[key]!r}.")
+
+    threshold, epochs = data["threshold"], data["epochs"]
+    consecutive, seed = data.get("consecutive", 1), data.get("seed", 0)
+    if not (_number(threshold) and 0 < threshold <= 1):
+        raise bad("threshold", "a fraction of the 10,000 test images in (0, 1], e.g. 0.994 for 99.4%")
+    if not (_whole(epochs) and epochs <= MAX_RULE_EPOCHS):
+        raise bad("epochs", f"a whole number of epochs from 1 to {MAX_RULE_EPOCHS:,}, the most the rule allows")
+    if not (_whole(consecutive) and consecutive <= epochs):
+        raise bad("consecutive", f"a whole number of epochs from 1 to epochs ({epochs}): how many in a row must "
+                                 "reach the threshold")
+    if not _whole(seed, 0):
+        raise bad("seed", "a whole number of at least 0")
+    fields = {key: value for key, value in data.items() if key not in RULE_FIELDS}
+    return dataclasses.replace(_recipe({**fields, "min_accuracy": threshold}, where, defaults),
+                               consecutive=consecutive, seed=seed)

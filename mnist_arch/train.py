@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mnist_arch.data import MNIST, normalize, random_affine
 from mnist_arch.errors import MnistArchError, ours
-from mnist_arch.runs import Epoch, TrainResult
+from mnist_arch.runs import Epoch, Estimate, TrainResult, judge_rule
 from mnist_arch.spec import RECIPE_CHOICES, Recipe
 
 #: A prediction share above this on one class is reported as a collapse. A trained MNIST classifier
@@ -180,10 +180,22 @@ def _scheduler(optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int):
             optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, **recipe.schedule_kwargs)
     if recipe.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **recipe.schedule_kwargs)
+    # Stepped once an epoch, as a course's loop steps them (`EPOCH_SCHEDULES`).
+    if recipe.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, **recipe.schedule_kwargs)
+    if recipe.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, **recipe.schedule_kwargs)
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, **{"T_max": epochs, **recipe.schedule_kwargs})
     if recipe.schedule is None:
         return None
     raise MnistArchError(f"Recipe schedule {recipe.schedule!r} is not one of "
                          f"{', '.join(RECIPE_CHOICES['schedule'])} or none.")
+
+
+#: The schedules stepped at the end of each epoch (OneCycle steps every batch, plateau on the test loss).
+EPOCH_SCHEDULES = (torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.MultiStepLR,
+                   torch.optim.lr_scheduler.CosineAnnealingLR)
 
 
 class RecipeError(MnistArchError):
@@ -395,13 +407,16 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recip
 def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "model", recipe_name: str = "",
                 epochs: int | None = None, seed: int = 0, device: str | torch.device = "cpu",
                 time_budget: float | None = None, progress: bool = True, threads: int | None = None,
-                on_epoch: Callable[[Epoch], None] | None = None) -> TrainResult:
+                on_epoch: Callable[[Epoch], None] | None = None,
+                on_estimate: Callable[[Estimate], None] | None = None) -> TrainResult:
     """Train `model` with `recipe` on `data` (already on `device`) and evaluate on the test set.
 
     `seed` fixes shuffling, augmentation and dropout. For a repeatable run, also seed before building
     the model (`torch.manual_seed(seed)`), as `mnist-arch train` does, so the initial weights repeat.
     `threads`: CPU threads for this run (default: `choose_threads`); restored afterwards. `on_epoch` is
-    called with each epoch's `Epoch` as soon as it is evaluated (the CLI prints it).
+    called with each epoch's `Epoch` as soon as it is evaluated (the CLI prints it); `on_estimate` with what
+    the run will take, measured on its own first steps (`_Timer`), a second or so into it.
+    A recipe with `consecutive` (the rule tier, docs/rule.md) stops as soon as `runs.judge_rule` is settled.
     """
     device = torch.device(device)
     recipe, setting = fit_recipe(recipe, device)  # what it trains at here: the run reports it
@@ -409,17 +424,57 @@ def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "m
     if device.type == "cpu":
         torch.set_num_threads(threads or choose_threads(model, recipe))
     try:
+        timer = _Timer(device, setting, on_estimate) if on_estimate is not None else None
         result = _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_budget, progress,
-                        on_epoch)
+                        on_epoch, timer)
         result.threads = torch.get_num_threads() if device.type == "cpu" else 0
         result.device, result.precision, result.setting = device.type, recipe.precision, setting
-        result.min_accuracy = recipe.min_accuracy
+        result.min_accuracy, result.seed, result.consecutive = recipe.min_accuracy, seed, recipe.consecutive
+        result.max_epochs = epochs or recipe.epochs
         return result
     finally:
         torch.set_num_threads(previous)
 
 
-def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_budget, progress, on_epoch):
+class _Timer:
+    """The run's estimate, from its own steps: the first `WARM` are one-time set-up (lazy layers, kernels'
+    first calls) and not counted, the next `TIMED` are; then one 1,000-image test batch, in eval mode, gives
+    the evaluation's time. Nothing is thrown away and no random number is drawn: a seed's run is the same
+    with or without it."""
+
+    WARM, TIMED, EVAL_BATCH = 2, 5, 1000
+
+    def __init__(self, device: torch.device, setting: str, report: Callable[[Estimate], None]) -> None:
+        self.device, self.setting, self.report = device, setting, report
+        self.started: float | None = None
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def before_step(self, step: int, steps_per_epoch: int) -> None:
+        if step == min(self.WARM, steps_per_epoch - 1):
+            self.started = self._now()
+
+    def after_step(self, step: int, model, recipe: Recipe, data: MNIST, epochs: int, steps_per_epoch: int) -> None:
+        warm = min(self.WARM, steps_per_epoch - 1)
+        if self.started is None or step != min(warm + self.TIMED, steps_per_epoch) - 1:
+            return
+        step_seconds = (self._now() - self.started) / (step + 1 - warm)
+        start = self._now()
+        with torch.random.fork_rng(devices=[]):
+            evaluate(model, data.test_images[: self.EVAL_BATCH], data.test_labels[: self.EVAL_BATCH], recipe)
+        eval_seconds = (self._now() - start) * math.ceil(len(data.test_images) / self.EVAL_BATCH)
+        model.train()
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 0
+        self.report(Estimate(epochs, steps_per_epoch, step_seconds, eval_seconds, _hardware(self.device), threads,
+                             self.setting, at_most=recipe.consecutive is not None))
+        self.started = None
+
+
+def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_budget, progress, on_epoch,
+           timer=None):
     epochs = epochs or recipe.epochs
     torch.manual_seed(seed)  # the model's own randomness (dropout masks)
     generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and augmentation
@@ -447,12 +502,16 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
         for step in bar:
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             y = train_y[idx]
+            if timer is not None and epoch == 1:
+                timer.before_step(step, steps_per_epoch)
             loss, out = train_step(model, optimizer, recipe, train_x[idx], y, generator)
             if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
                 recipe_call("schedule", recipe, scheduler.step)
             loss_sum += loss * len(y)
             correct += (out.argmax(1) == y).sum()
             seen += len(y)
+            if timer is not None and epoch == 1:
+                timer.after_step(step, model, recipe, data, epochs, steps_per_epoch)
             if progress and step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{correct.item() / seen:.2%}",
                                 lr=f"{optimizer.param_groups[0]['lr']:.5f}")
@@ -462,6 +521,8 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
         lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             recipe_call("schedule", recipe, scheduler.step, test_loss)
+        elif isinstance(scheduler, EPOCH_SCHEDULES):
+            recipe_call("schedule", recipe, scheduler.step)
         result.history.append(Epoch(epoch, loss_sum.item() / seen, correct.item() / seen, test_loss,
                                     test_acc, lr, time.perf_counter() - epoch_start))
         if on_epoch is not None:
@@ -472,6 +533,9 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
         result.epochs, result.test_accuracy, result.test_predictions = epoch, test_acc, predictions
         if time_budget is not None and time.perf_counter() - start > time_budget:
             break
+        if recipe.consecutive is not None and judge_rule(result.history, recipe.min_accuracy, epochs,
+                                                         recipe.consecutive).settled:
+            break  # the rule's verdict cannot change: passed, or no longer reachable, or the loss is lost
     result.seconds = time.perf_counter() - start
     result.collapsed = detect_collapse(result.test_predictions, int(data.test_labels.max()) + 1)
     return result
