@@ -399,9 +399,9 @@ def test_the_rule_item_is_deselected_unless_asked_for(pytester, mnist_root):
     (pytester.path / "net.py").write_text(MODEL)
     data = f"--mnist-arch-data={mnist_root}"
     plain = pytester.runpytest_subprocess("-p", "no:benchmark", data)
-    plain.assert_outcomes(passed=1, deselected=1)  # output_shape runs; the rule waits to be asked for
+    plain.assert_outcomes(passed=2, deselected=1)  # load and output_shape run; the rule waits to be asked for
     asked = pytester.runpytest_subprocess("-p", "no:benchmark", "-m", "rule", "-v", data)
-    asked.assert_outcomes(passed=1, deselected=1)
+    asked.assert_outcomes(passed=1, deselected=2)
     asked.stdout.fnmatch_lines(["mnist-arch rule: easy: 4 epochs, at most about * on this CPU *",
                                 "mnist-arch rule: easy epoch   1 *held 70.00% (1/2 in a row)",
                                 "*pyproject.toml::easy::rule PASSED*",
