@@ -102,6 +102,7 @@ class TrainRequest:
     save: str | None = None  # a checkpoint path
     threads: int | None = None  # CPU threads (default: train.choose_threads)
     estimate_runs: int = 1  # the runs (seeds) its estimate covers, this one and those after it; 0: no estimate
+    epoch_records: bool = False  # also send each `runs.Epoch` itself as a note (`mnist-arch tune`'s pruner reads it)
 
 
 def train_runs(project: Project, model: Declared, recipe_name: str = "quick", seeds: Sequence[int] = (0,),
@@ -218,6 +219,8 @@ def train_declared(request: TrainRequest) -> TrainResult:
     def on_epoch(e) -> None:
         phase("train")  # the time limit applies to each epoch
         history.append(e)
+        if request.epoch_records:
+            note(e)
         note(epoch_line(model.name, history, request.epochs or recipe.epochs, recipe.min_accuracy, recipe.consecutive))
 
     def on_estimate(estimate) -> None:

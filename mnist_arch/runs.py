@@ -23,6 +23,7 @@ class Epoch:
     test_accuracy: float
     lr: float
     seconds: float
+    collapsed: dict | None = None  # the epoch's test predictions collapsed onto one class (`train.detect_collapse`)
 
 
 @dataclass

@@ -524,7 +524,8 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
         elif isinstance(scheduler, EPOCH_SCHEDULES):
             recipe_call("schedule", recipe, scheduler.step)
         result.history.append(Epoch(epoch, loss_sum.item() / seen, correct.item() / seen, test_loss,
-                                    test_acc, lr, time.perf_counter() - epoch_start))
+                                    test_acc, lr, time.perf_counter() - epoch_start,
+                                    detect_collapse(predictions, int(data.test_labels.max()) + 1)))
         if on_epoch is not None:
             on_epoch(result.history[-1])
         if progress:
