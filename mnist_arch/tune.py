@@ -677,8 +677,8 @@ class Study:
         known = {int(k): v for k, v in (self.study.user_attrs.get(key) or {}).items()}
         todo = [s for s in self.settings.seeds if s not in known]
         if todo:
-            self.say(f"tune {self.name}: the best recipe (trial {best['number']}) again with seeds "
-                     f"{', '.join(map(str, todo))}, {min(len(todo), self.cores)} at once")
+            self.say(f"tune {self.name}: the best recipe (trial {best['number']}) again with seed(s) "
+                     f"{', '.join(map(str, todo))} ({min(len(todo), self.cores)} at once)")
         model = self.model_with(best["table"])
         workers = max(1, min(len(todo), self.cores))
 
@@ -687,7 +687,7 @@ class Study:
                 result = train_runs(self.project, model, "rule", [seed], final_activation=self.final_activation,
                                     timeout=self.settings.epoch_timeout, device=self.settings.device,
                                     data_dir=self.settings.data_dir or str(self.project.mnist_root()),
-                                    threads=max(1, self.cores // workers), estimate_runs=0)[0]
+                                    threads=max(1, self.cores // workers))[0]
                 entry = {"passed": result.passed, "reason": result.judged().reason,
                          "accuracies": [e.test_accuracy for e in result.history]}
             except MnistArchError as exc:
@@ -804,8 +804,8 @@ def verdict(outcome: Outcome) -> str:
         met = sum(s["passed"] for s in outcome.seeds)
         seeds = (f"; seeds {', '.join(str(s['seed']) for s in outcome.seeds)} again: {met} of "
                  f"{len(outcome.seeds)} met the rule")
-    return (f"**MET**: trial {outcome.best['number']} met {words} in epoch {outcome.best['passed_epoch']} "
-            f"({outcome.best['reason'].removeprefix('passed: ')}){seeds}.")
+    return (f"**MET**: trial {outcome.best['number']} met the rule ({words}): "
+            f"{outcome.best['reason'].removeprefix('passed: ')}{seeds}.")
 
 
 # ---------------------------------------------------------------------------------------------
