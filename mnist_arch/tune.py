@@ -268,14 +268,16 @@ def open_storage(optuna, url: str | None, root: Path) -> tuple[Any, Path | None,
     if not re.match(r"^[a-z][a-z0-9+]*://", url):
         raise MnistArchError(f"--storage {url!r} is neither a database URL (sqlite:///tune.db, "
                              "postgresql://user:password@host/db, mysql+pymysql://...) nor a .journal file.")
+    shown = re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", url)  # no password in a message or a log
     if url.startswith(("postgresql://", "postgres://")):  # SQLAlchemy's default driver is psycopg2; ours is 3
         try:
             import psycopg2  # noqa: F401
         except ImportError:
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    shown = re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", url)
     try:
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
+        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
     except ImportError as exc:
         raise MnistArchError(f"--storage {shown} needs a database driver that is not installed ({exc}): for "
                              "PostgreSQL, pip install \"mnist-arch[tune]\" brings psycopg.") from None
@@ -842,14 +844,15 @@ def _depth(line: str) -> int:
 def write_rule(path: Path, name: str, fields: Mapping[str, Any]) -> str:
     """Put the searched fields of `fields` into the model's rule table in `path` (the table's other lines, and
     every other byte of the file, as they were; a new table at the end where there is none). The new text."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_bytes().decode("utf-8")  # bytes: line ends as they are (read_text would make them \n)
     lines = text.splitlines(keepends=True)
     header = _rule_header(name)
     start = next((i for i, line in enumerate(lines) if header.match(line.rstrip("\r\n"))), None)
-    new = [line + "\n" for line in table_lines({k: v for k, v in fields.items() if k in SEARCHED})]
+    eol = "\r\n" if start is not None and lines[start].endswith("\r\n") else "\n"  # the file's own line ends
+    new = [line + eol for line in table_lines({k: v for k, v in fields.items() if k in SEARCHED})]
     if start is None:
-        eol = "" if not text or text.endswith("\n") else "\n"
-        result = text + eol + "\n" + render_table(name, fields) + "\n"
+        sep = "" if not text or text.endswith("\n") else "\n"
+        result = text + sep + "\n" + render_table(name, fields) + "\n"
     else:
         end = next((i for i in range(start + 1, len(lines))
                     if _HEADER.match(lines[i]) and _depth_before(lines, start, i) == 0), len(lines))
@@ -866,11 +869,11 @@ def write_rule(path: Path, name: str, fields: Mapping[str, Any]) -> str:
         if at is None:  # after the table's last line that is not blank
             at = max((i + 1 for i, line in enumerate(kept) if line.strip()), default=0)
             if kept and at > 0 and not kept[at - 1].endswith("\n"):
-                kept[at - 1] += "\n"
+                kept[at - 1] += eol
         kept[at:at] = new
         result = "".join(lines[:start + 1] + kept + lines[end:])
     _check_written(path, text, result, name, fields)
-    path.write_text(result, encoding="utf-8")
+    path.write_bytes(result.encode("utf-8"))
     return result
 
 
