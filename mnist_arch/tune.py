@@ -274,17 +274,23 @@ def open_storage(optuna, url: str | None, root: Path) -> tuple[Any, Path | None,
             import psycopg2  # noqa: F401
         except ImportError:
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
-    except ImportError as exc:
-        raise MnistArchError(f"--storage {shown} needs a database driver that is not installed ({exc}): for "
-                             "PostgreSQL, pip install \"mnist-arch[tune]\" brings psycopg.") from None
-    except Exception as exc:  # SQLAlchemy's errors: the server is down, the password is wrong, ...
-        raise MnistArchError(f"--storage {shown} cannot be opened: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}.") from None
-    return storage, None, shown
+    for attempt in range(4):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
+            return storage, None, shown
+        except ImportError as exc:
+            raise MnistArchError(f"--storage {shown} needs a database driver that is not installed ({exc}): for "
+                                 "PostgreSQL, pip install \"mnist-arch[tune]\" brings psycopg.") from None
+        except Exception as exc:  # SQLAlchemy's errors: the server is down, the password is wrong, ...
+            # Workers that start together on an empty database all create Optuna's tables; all but one
+            # collide (a unique violation) and find them made when they try again.
+            if attempt == 3 or "connection" in str(exc).lower():
+                raise MnistArchError(f"--storage {shown} cannot be opened: {type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0] if str(exc) else ''}.") from None
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
 
 
 def _started(pid: int) -> str | None:

@@ -389,3 +389,75 @@ def test_write_appends_a_table_where_there_is_none_and_refuses_what_it_cannot_ed
     with pytest.raises(MnistArchError, match="nothing was written"):
         tune.write_rule(path, "net", {"threshold": 0.9, "epochs": 2, "optimizer_kwargs": {"momentum": 0.8}})
     assert path.read_text() == odd
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: a throw-away server on localhost (Debian's package), two workers against it
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL server of its own in a temporary folder, on a free port of 127.0.0.1 (its socket in that
+    folder too); as the `postgres` user where the tests run as root (the server refuses root). Skipped with
+    the reason where it cannot start: no server binaries (apt-get install postgresql), no such user, ..."""
+    import glob
+    import shutil
+    import tempfile
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = binaries[-1] if binaries else shutil.which("initdb")
+    if initdb is None:
+        pytest.skip("no PostgreSQL server here (Debian: apt-get install postgresql; .ci/run installs it where apt "
+                    "can): the test against a real server is skipped")
+    pg_ctl = str(Path(initdb).with_name("pg_ctl"))
+    folder = Path(tempfile.mkdtemp(prefix="mnist-arch-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(folder)
+            pytest.skip("running as root, and there is no postgres user to run the server as")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port, data = _free_port(), folder / "data"
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120)
+
+    made = call(initdb, "-D", str(data), "-A", "trust", "-U", "tune", "--no-sync")
+    started = made.returncode == 0 and call(
+        pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start").returncode == 0
+    if not started:
+        log = (folder / "log").read_text(errors="replace") if (folder / "log").exists() else made.stderr
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"the PostgreSQL server could not start here: {log.strip()[-500:]}")
+    try:
+        yield f"postgresql://tune@127.0.0.1:{port}/postgres"
+    finally:
+        call(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_one_study_on_a_postgresql_server(tmp_path, mnist_root, postgres_url):
+    """What machines sharing a study do, on one machine: the same command, pointed at one server."""
+    folder = repo(tmp_path)
+    procs = [start(folder, mnist_root, "--trials", "4", "--no-seeds", "--storage", postgres_url) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    rows = trials(optuna.storages.RDBStorage(postgres_url))
+    assert [t.number for t in rows] == list(range(len(rows)))
+    assert len(finished(rows)) == 4 and "RUNNING" not in states(rows), states(rows)
+    assert {t.user_attrs["owner"]["pid"] for t in finished(rows)} <= {p.pid for p in procs}
+    assert "study in postgresql://tune@127.0.0.1" in outputs[0][1]
