@@ -180,6 +180,10 @@ def _cmd_train(args) -> int:
     model = project.select([args.name])[0]
     text = args.format == "text"
     recipe = model.spec.recipes.get(args.recipe)
+    if args.recipe == "rule" and recipe is None and not model.error:
+        raise MnistArchError(f"{model.name} ({model.source}) declares no rule: add a [tool.mnist-arch.models."
+                             f"{model.name}.rule] table with threshold, epochs and consecutive, and the recipe that "
+                             "trains it (docs/rule.md).")
     if args.recipe == "rule" and (args.epochs or args.time_budget):
         raise MnistArchError(f"--tier rule judges the rule {model.source} states, within its own epochs: "
                              f"--{'epochs' if args.epochs else 'time-budget'} would change it. Change the rule "
@@ -191,7 +195,10 @@ def _cmd_train(args) -> int:
             _print_now(f"{'PASS' if result.passed else 'FAIL'}: {model.name} ({args.recipe}, seed {seed}) "
                        f"{result.verdict()}")
 
-    results = train_runs(project, model, args.recipe, seeds, on_note=_print_now if text else None,
+    # the estimate and the epochs' lines: on stdout as text, else on stderr for a rule run (minutes long)
+    say = _print_now if text else (lambda line: print(line, file=sys.stderr, flush=True)) if args.recipe == "rule" \
+        else None
+    results = train_runs(project, model, args.recipe, seeds, on_note=say,
                          on_result=verdict, timeout=args.timeout, epochs=args.epochs, device=args.device,
                          time_budget=args.time_budget, data_dir=str(project.mnist_root(args.data_dir)),
                          plots=args.plots, save=args.save, threads=args.threads)

@@ -189,13 +189,14 @@ def table_data(path: Path, table: Any) -> Path | None:
     return path.parent.resolve() / data if isinstance(data, str) and data else None
 
 
-def table_may_train(table: Any) -> bool:
+def table_may_train(table: Any, rule: bool = False) -> bool:
     """Whether a [tool.mnist-arch] table as read (before `parse_project`) declares a model the plugin may
-    train: one with a train table, or a registered model named without PATH:ATTR (the references declare
-    quick recipes). Read first because parsing may start the fork server (`isolate.expect_training`)."""
+    train: one with a train table (or a rule table, where the run asks for the rule items: `rule`), or a
+    registered model named without PATH:ATTR (the references declare quick recipes). Read first because
+    parsing may start the fork server (`isolate.expect_training`)."""
     models = table.get("models") if isinstance(table, dict) else None
     return isinstance(models, dict) and any(
-        isinstance(fields, dict) and ("train" in fields or "rule" in fields
+        isinstance(fields, dict) and ("train" in fields or (rule and "rule" in fields)
                                       or ":" not in str(fields.get("model", ":")))
         for fields in models.values())
 

@@ -88,10 +88,7 @@ def pytest_collection_modifyitems(config, items):
     pytest's own skip marker, so the report names the test (torch is imported only when a test is marked).
     The `rule` items are deselected unless asked for: by --mnist-arch-rule, or by a -m expression that names
     `rule` (then pytest's own -m selects them): a plain `pytest` must stay quick where no addopts say so."""
-    import re
-
-    asked = config.getoption("mnist_arch_rule", False) or "rule" in re.findall(r"\w+", config.option.markexpr or "")
-    if not asked:
+    if not _rule_asked(config):
         rule = [item for item in items if item.get_closest_marker("rule") is not None]
         if rule:
             config.hook.pytest_deselected(items=rule)
@@ -104,6 +101,14 @@ def pytest_collection_modifyitems(config, items):
             skip = pytest.mark.skip(reason=f"marked gpu, and this PyTorch ({torch.__version__}) sees no CUDA device")
             for item in marked:
                 item.add_marker(skip)
+
+
+def _rule_asked(config) -> bool:
+    """Whether this run asked for the `rule` items: --mnist-arch-rule, or a -m expression naming `rule`."""
+    import re
+
+    return bool(config.getoption("mnist_arch_rule", False)
+                or "rule" in re.findall(r"\w+", config.option.markexpr or ""))
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -170,7 +175,7 @@ class ComplianceFile(pytest.File):
             table = read_table(self.path)
             # where MNIST is, read before the table is parsed: parsing may start the fork server
             self.data_root = mnist_root(self.config.getoption("mnist_arch_data"), table_data(self.path, table))
-            if table_may_train(table) and not _training_unavailable(self.data_root):
+            if table_may_train(table, _rule_asked(self.config)) and not _training_unavailable(self.data_root):
                 expect_training()  # before parse_project, whose registry read may start the fork server
             self.project = parse_project(self.path, table)
         except MnistArchError as exc:

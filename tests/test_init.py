@@ -478,6 +478,8 @@ def test_min_accuracy_auto_trains_five_seeds_and_declares_the_rules_threshold(tm
     assert proc.returncode == 0, output(proc)
     accuracies = [float(a) / 100 for a in re.findall(r"^net seed \d: test accuracy ([\d.]+)%", proc.stdout, re.M)]
     assert len(accuracies) == 5 and len(set(accuracies)) > 1, proc.stdout  # five seeds, not one run five times
+    # what the five runs will take, said before they take it (issue 27)
+    assert re.search(r"^net: 5 runs of 1 epoch, about .+ on this CPU", proc.stdout, re.M), proc.stdout
     train = table(repo / "pyproject.toml")["models"]["net"]["train"]
     assert abs(train["min_accuracy"] - rule_threshold(accuracies)) < 0.0011, (train, accuracies)
     assert 0.85 < train["min_accuracy"] < min(accuracies)

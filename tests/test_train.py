@@ -202,8 +202,8 @@ def test_train_cli_json_and_plots(mnist_root, tmp_path, capsys):
 
 
 def test_train_prints_each_epoch_into_a_pipe_as_it_ends(mnist_root):
-    """Into a pipe, as in a CI log: each epoch's line arrives while the next epoch trains, and the last
-    line is PASS or FAIL against the threshold, matching the exit code."""
+    """Into a pipe, as in a CI log: the estimate arrives first, each epoch's line while the next epoch trains,
+    and the last line is PASS or FAIL against the threshold, matching the exit code."""
     import subprocess
     import sys
     import time
@@ -218,9 +218,10 @@ def test_train_prints_each_epoch_into_a_pipe_as_it_ends(mnist_root):
     rest = proc.stdout.read().splitlines()
     code = proc.wait(timeout=600)
     assert time.perf_counter() - first_at > 1.0, "the first epoch's line came only when the run ended"
-    assert first.startswith("slim_cnn epoch   1") and rest[0].startswith("slim_cnn epoch   2"), [first, *rest]
+    assert first.startswith("slim_cnn: 2 epochs, about "), [first, *rest]
+    assert rest[0].startswith("slim_cnn epoch   1") and rest[1].startswith("slim_cnn epoch   2"), [first, *rest]
     assert rest[-1].startswith("PASS: " if code == 0 else "FAIL: ") and "threshold 97.00%" in rest[-1], rest
-    assert len(rest) == 2
+    assert len(rest) == 3
 
 
 def test_train_keeps_torch_out_of_the_command_lines_own_process(mnist_root):
