@@ -495,38 +495,67 @@ class Study:
     # --- running
 
     def run(self) -> Outcome:
-        from concurrent.futures import ThreadPoolExecutor
-
+        """The study's trials until it has its total (or the time is up), then the best recipe's seeds. Ctrl-C
+        kills the running workers and marks their trials failed; the outcome then says it was interrupted."""
         from mnist_arch.jobs import judge
 
-        if self.model.loss is None:  # once, for every trial: the loss follows the model's output
-            self.final_activation = judge(self.project, self.model).final_activation
-        failed = fail_stale(self.optuna, self.study, self.storage)
-        if failed:
-            self.say(f"tune {self.name}: trial(s) {', '.join(map(str, failed))} failed: their process ended before "
-                     "they did (a kill, a cancelled job); the finished trials are kept")
-        done = len(self.finished())
-        self.say(f"tune {self.name}: study in {self.where}, {done} of {self.settings.trials} trials finished; up to "
-                 f"{self.settings.jobs} at once, {self.threads or 'chosen'} thread(s) each; stops after "
-                 f"{duration(self.settings.timeout)} (optuna-dashboard opens the study: docs/tune.md)")
-        interrupted = False
-        with ThreadPoolExecutor(max_workers=self.settings.jobs) as pool:
-            futures = [pool.submit(self._loop) for _ in range(self.settings.jobs)]
+        try:
+            if self.model.loss is None:  # once, for every trial: the loss follows the model's output
+                self.final_activation = judge(self.project, self.model).final_activation
+            failed = fail_stale(self.optuna, self.study, self.storage)
+            if failed:
+                self.say(f"tune {self.name}: trial(s) {', '.join(map(str, failed))} failed: their process ended "
+                         "before they did (a kill, a cancelled job); the finished trials are kept")
+            self.say(f"tune {self.name}: study in {self.where}, {len(self.finished())} of {self.settings.trials} "
+                     f"trials finished; up to {self.settings.jobs} at once, {self.threads or 'chosen'} thread(s) "
+                     f"each; stops after {duration(self.settings.timeout)} (optuna-dashboard opens the study: "
+                     "docs/tune.md)")
+            self._parallel(self._loop, [()] * self.settings.jobs)
+            if self._error is not None:
+                raise MnistArchError(self._error)
+            outcome = self.outcome()
+            if outcome.passed and self.settings.seeds:
+                outcome.seeds = self.rerun_seeds(outcome.best)
+            return outcome
+        except KeyboardInterrupt:
+            outcome = self.outcome()
+            outcome.interrupted = True
+            return outcome
+
+    def _parallel(self, func: Callable, calls: Sequence[tuple]) -> list:
+        """func(*args) for each of `calls` in threads, at most `jobs` (or as many calls) at once; on Ctrl-C the
+        running workers are killed first, so that no thread waits for a trial to end."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
+            futures = [pool.submit(func, *args) for args in calls]
             try:
-                for future in futures:
-                    future.result()
+                return [future.result() for future in futures]
             except KeyboardInterrupt:
-                interrupted = True
                 self._halt()
                 for future in futures:
                     future.exception()
-        if self._error is not None:
-            raise MnistArchError(self._error)
-        outcome = self.outcome()
-        outcome.interrupted = interrupted
-        if not interrupted and outcome.passed and self.settings.seeds:
-            outcome.seeds = self.rerun_seeds(outcome.best)
-        return outcome
+                raise
+
+    def _call(self, model: Declared, func: Callable, request: TrainRequest,
+              on_note: Callable[[Any], None] | None = None) -> Any:
+        """`func(request)` in a training worker of the model's (`jobs.worker_for`), which Ctrl-C can kill."""
+        from mnist_arch.jobs import worker_for
+
+        with worker_for(self.project, model, training=True, timeout=self.settings.epoch_timeout,
+                        on_note=on_note) as worker:
+            with self._lock:
+                self._workers.add(worker)
+            try:
+                if self._stop.is_set():
+                    raise MnistArchError("interrupted before it started")
+                return worker.call(func, request)
+            except _Pruned:
+                worker.close(kill=True)  # now: the worker is mid-epoch and would not answer a polite close
+                raise
+            finally:
+                with self._lock:
+                    self._workers.discard(worker)
 
     def _halt(self) -> None:
         self._stop.set()
@@ -543,7 +572,7 @@ class Study:
             self.run_trial(trial)
 
     def run_trial(self, trial) -> None:
-        from mnist_arch.jobs import TrainRequest, worker_for
+        from mnist_arch.jobs import TrainRequest
 
         state = self.optuna.trial.TrialState
         table = {**{k: v for k, v in self.base.items() if k not in SEARCHED},
@@ -579,20 +608,7 @@ class Study:
                                str(self.project.mnist_root()), threads=self.threads, estimate_runs=0,
                                epoch_records=True)
         try:
-            with worker_for(self.project, model, training=True, timeout=self.settings.epoch_timeout,
-                            on_note=on_note) as worker:
-                with self._lock:
-                    self._workers.add(worker)
-                try:
-                    if self._stop.is_set():
-                        raise MnistArchError("interrupted before it started")
-                    result = worker.call(run_trial, request)
-                except _Pruned:
-                    worker.close(kill=True)
-                    raise
-                finally:
-                    with self._lock:
-                        self._workers.discard(worker)
+            result = self._call(model, run_trial, request, on_note)
         except _Pruned as pruned:
             trial.set_user_attr("reason", pruned.reason)
             self.study.tell(trial, state=state.PRUNED)
@@ -647,21 +663,28 @@ class Study:
                       self.study.get_trials(deepcopy=False) if t.user_attrs.get("accuracies")]
         return f"best: none met the rule yet, best accuracy {max(accuracies):.2%}" if accuracies else "best: none yet"
 
-    def time_left(self) -> float:
+    def _time_left(self) -> float:
+        return max(0.0, self.settings.timeout - (time.monotonic() - self._started))
+
+    def time_left(self) -> float | None:
+        """This run's time left: the mean finished trial times the trials left, over the jobs, at most the
+        timeout; None before any trial has finished."""
         finished = [t for t in self.finished() if t.datetime_start and t.datetime_complete]
-        left = self.settings.timeout - (time.monotonic() - self._started)
+        left = self._time_left()
         if not finished:
-            return left
+            return None
         mean = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in finished) / len(finished)
         return min(left, mean * max(0, self.settings.trials - len(finished)) / self.settings.jobs)
 
     def progress(self, number: int, history: Sequence[Epoch]) -> None:
         e = history[-1]
         held = sum(1 for _ in _streak(history, self.rule["threshold"]))
+        left = self.time_left()
         line = (f"tune {self.name}: trial {number} epoch {e.epoch}/{self.rule['epochs']} test accuracy "
                 f"{e.test_accuracy:.2%} ({held}/{self.rule['consecutive']} in a row at {self.rule['threshold']:.2%}); "
-                f"{self.best_line()}; {len(self.finished())} of {self.settings.trials} trials finished, about "
-                f"{duration(self.time_left())} left")
+                f"{self.best_line()}; {len(self.finished())} of {self.settings.trials} trials finished, "
+                + (f"about {duration(left)} left" if left is not None else
+                   f"time left unknown until a trial ends (at most {duration(self._time_left())})"))
         self.say(line)
 
     # --- the result
@@ -675,39 +698,45 @@ class Study:
         return Outcome(self.model.name, self.name, self.where, self.rule, rows, best, best_accuracy, table=table)
 
     def rerun_seeds(self, best: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The best recipe's seeds, each in its own worker, as many at once as there are cores (one thread
-        each); kept in the study, so a second run of the same command does not train them again."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from mnist_arch.jobs import train_runs
+        """The best recipe's seeds, each in its own worker as `mnist-arch train --tier rule --seed S` runs it, as
+        many at once as there are cores (the cores split between them); kept in the study, so that a second
+        run of the same command does not train them again."""
+        from mnist_arch.jobs import TrainRequest, train_declared
 
         key = f"seeds of trial {best['number']}"
         known = {int(k): v for k, v in (self.study.user_attrs.get(key) or {}).items()}
         todo = [s for s in self.settings.seeds if s not in known]
+        at_once = max(1, min(len(todo), self.cores))
         if todo:
             self.say(f"tune {self.name}: the best recipe (trial {best['number']}) again with seed(s) "
-                     f"{', '.join(map(str, todo))} ({min(len(todo), self.cores)} at once)")
+                     f"{', '.join(map(str, todo))} ({at_once} at once)")
         model = self.model_with(best["table"])
-        workers = max(1, min(len(todo), self.cores))
+        queue = list(todo)
 
-        def one(seed: int) -> None:
-            try:
-                result = train_runs(self.project, model, "rule", [seed], final_activation=self.final_activation,
-                                    timeout=self.settings.epoch_timeout, device=self.settings.device,
-                                    data_dir=self.settings.data_dir or str(self.project.mnist_root()),
-                                    threads=max(1, self.cores // workers))[0]
-                entry = {"passed": result.passed, "reason": result.judged().reason,
-                         "accuracies": [e.test_accuracy for e in result.history]}
-            except MnistArchError as exc:
-                entry = {"passed": False, "reason": f"error: {exc}", "accuracies": []}
-            with self._lock:
-                known[seed] = entry
-                self.study.set_user_attr(key, {str(k): v for k, v in known.items()})
-            self.say(f"tune {self.name}: seed {seed} {'met' if entry['passed'] else 'missed'} the rule: "
-                     f"{entry['reason']}")
+        def worker() -> None:
+            while True:
+                with self._lock:
+                    if not queue or self._stop.is_set():
+                        return
+                    seed = queue.pop(0)
+                request = TrainRequest(model, "rule", self.final_activation, seed, device=self.settings.device,
+                                       data_dir=self.settings.data_dir or str(self.project.mnist_root()),
+                                       threads=max(1, self.cores // at_once), estimate_runs=0)
+                try:
+                    result = self._call(model, train_declared, request)
+                    entry = {"passed": result.passed, "reason": result.judged().reason,
+                             "accuracies": [e.test_accuracy for e in result.history]}
+                except MnistArchError as exc:
+                    if self._stop.is_set():
+                        return
+                    entry = {"passed": False, "reason": f"error: {exc}", "accuracies": []}
+                with self._lock:
+                    known[seed] = entry
+                    self.study.set_user_attr(key, {str(k): v for k, v in known.items()})
+                self.say(f"tune {self.name}: seed {seed} {'met' if entry['passed'] else 'missed'} the rule: "
+                         f"{entry['reason']}")
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, todo))
+        self._parallel(worker, [()] * at_once)
         return [{"seed": s, **known[s]} for s in self.settings.seeds]
 
 
