@@ -124,15 +124,53 @@ def train_runs(project: Project, model: Declared, recipe_name: str = "quick", se
     if model.loss is None and final_activation is None:  # judged in a worker of its own, at the check's limit
         final_activation = judge(project, model).final_activation
     request.setdefault("data_dir", str(project.mnist_root()))
-    results = []
-    for index, seed in enumerate(seeds):
-        runs = len(seeds) if index == 0 else 0  # one estimate, before the first run, for them all
-        with worker_for(project, model, training=True, timeout=timeout, on_note=on_note) as worker:
-            results.append(worker.call(train_declared, TrainRequest(model, recipe_name, final_activation, seed,
-                                                                    estimate_runs=runs, **request)))
+    at_once, threads = 1, request.get("threads")
+    if len(seeds) > 1 and threads is None:  # seeds side by side where the cores allow (`seed_threads`)
+        with worker_for(project, model, training=True, timeout=timeout) as worker:
+            kind, alone = worker.call(seed_threads, model, recipe_name, final_activation, request.get("device", "auto"))
+        if kind == "cpu" and available_cores() // alone > 1:
+            at_once, threads = min(len(seeds), available_cores() // alone), alone
+            if on_note is not None:
+                on_note(f"{model.name}: seeds {', '.join(map(str, seeds))} side by side, {at_once} at once with "
+                        f"{alone} thread(s) each (the threads one run takes alone: each seed repeats its run alone)")
+    request = {**request, "threads": threads}
+    workers: set[Worker] = set()
+
+    def one(index: int, seed: int) -> TrainResult:
+        say = on_note if at_once == 1 or on_note is None else (lambda line: on_note(f"seed {seed}: {line}"))
+        runs = math.ceil(len(seeds) / at_once) if index == 0 else 0  # one estimate, before the first run, for them all
+        with worker_for(project, model, training=True, timeout=timeout, on_note=say) as worker:
+            workers.add(worker)
+            result = worker.call(train_declared, TrainRequest(model, recipe_name, final_activation, seed,
+                                                              estimate_runs=runs, **request))
+            workers.discard(worker)
         if on_result is not None:
-            on_result(seed, results[-1])
-    return results
+            on_result(seed, result)
+        return result
+
+    if at_once == 1:
+        return [one(index, seed) for index, seed in enumerate(seeds)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        futures = [pool.submit(one, index, seed) for index, seed in enumerate(seeds)]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:  # Ctrl-C, or one seed's error: the others stop now rather than at their end
+            pool.shutdown(wait=False, cancel_futures=True)
+            for worker in list(workers):
+                worker.close(kill=True)
+            raise
+
+
+def available_cores() -> int:
+    """The cores this process may train on: its CPU affinity, shared out among pytest-xdist workers, capped
+    by OMP_NUM_THREADS where set (`train.choose_threads` rule 2)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        available = min(available, int(os.environ["OMP_NUM_THREADS"]))
+    return max(1, available)
 
 
 def bench_project(project: Project, models: Sequence[Declared], batch_sizes: Sequence[int] | None = None,
@@ -238,6 +276,25 @@ def train_declared(request: TrainRequest) -> TrainResult:
     if request.save:
         ours(f"saving the checkpoint to {request.save}", save_checkpoint, request.save, built, model.spec, result)
     return replace(result, test_predictions=None)  # the plots are drawn; the parent never needs torch
+
+
+def seed_threads(model: Declared, recipe_name: str, final_activation: str | None, device: str) -> tuple[str, int]:
+    """The device a run of the model's recipe trains on and, on a CPU, the threads it takes alone: those
+    `train.choose_threads` picks, without its idle-core rule (the cores are the run's). Several seeds run side by
+    side, each at these threads, as many at once as the cores hold, so each seed's run is the one it makes
+    alone and a threshold measured one seed after another still holds (`train_runs`)."""
+    import torch
+
+    from mnist_arch.loader import load_model
+    from mnist_arch.train import choose_threads, fit_recipe, resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        return dev.type, 0
+    recipe, _ = fit_recipe(training_recipe(model, recipe_name, final_activation), dev)
+    torch.manual_seed(0)
+    built = load_model(model.target)
+    return "cpu", choose_threads(built, recipe, tuple(model.spec.input_shape), idle=False)
 
 
 def _built(model: Declared, weights: str | None = None):
