@@ -432,17 +432,17 @@ class Study:
                                  "rule: give this search a name of its own (--study NAME), or delete the study.")
         self.name = name
         self._lock = threading.Lock()  # claims, and the state below
-        self._print = threading.Lock()
         self._workers: set[Any] = set()
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._fails_in_a_row = 0
         self._error: str | None = None
         self.final_activation: str | None = None
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.cores = cores
+        from mnist_arch.jobs import available_cores
+
+        self.cores = available_cores()
         # Threads split between the trials that run at once; one trial alone: train.choose_threads decides.
-        self.threads = max(1, cores // settings.jobs) if settings.jobs > 1 else None
+        self.threads = max(1, self.cores // settings.jobs) if settings.jobs > 1 else None
 
     # --- a trial's recipe
 
@@ -694,7 +694,10 @@ class Study:
         passed = [r for r in rows if r["passed"] and r["state"] == "COMPLETE"]
         best = min(passed, key=lambda r: r["value"]) if passed else None
         best_accuracy = max((r["best_accuracy"] for r in rows if r["best_accuracy"] is not None), default=0.0)
-        table = render_table(self.model.name, best["table"]) if best else ""
+        # A --model PATH.py:ATTR has no table yet: the name `mnist-arch init` would give it (ATTR in lower case).
+        name = self.model.name.rpartition(":")[2].lower() if self.model.source.startswith("--model") \
+            else self.model.name
+        table = render_table(name, best["table"]) if best else ""
         return Outcome(self.model.name, self.name, self.where, self.rule, rows, best, best_accuracy, table=table)
 
     def rerun_seeds(self, best: Mapping[str, Any]) -> list[dict[str, Any]]:
