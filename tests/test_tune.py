@@ -53,6 +53,19 @@ class Net(nn.Module):
         return self.bias.expand(len(x), 10) + 0 * x.flatten(1)[:, :10]
 """
 
+# Finite weights, and a loss that is not a number from the first step on.
+NAN = """import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * float("nan")
+"""
+
 PYPROJECT = """# a user's project: every byte of it outside the rule table stays as it is
 [project]
 name = "course-repo"
@@ -269,6 +282,15 @@ def test_a_collapsed_study_is_pruned_with_its_reason_and_said_near_chance(tmp_pa
     text = run(folder, mnist_root, "--trials", "2")
     assert text.returncode == 1 and text.stdout.startswith("NEAR CHANCE: net: the best of 2 finished trials reached")
     assert "pyproject.toml" not in text.stdout  # no table to paste
+
+
+def test_a_trial_whose_loss_is_not_a_number_is_pruned_at_once_with_its_reason(tmp_path, mnist_root):
+    folder = repo(tmp_path, NAN)
+    done = run(folder, mnist_root, "--trials", "1", "--format", "json")
+    assert done.returncode == 1, done.stderr
+    (row,) = json.loads(done.stdout)["trials"]
+    assert row["state"] == "PRUNED" and row["epochs"] == 1, row
+    assert row["reason"].startswith("the loss is not a number in epoch 1 (train loss nan"), row
 
 
 # ---------------------------------------------------------------------------------------------
