@@ -192,7 +192,7 @@ def test_train_cli_json_and_plots(mnist_root, tmp_path, capsys):
                  "--device", "cpu", "--format", "json", "--plots", str(tmp_path / "plots")])
     out = json.loads(capsys.readouterr().out)
     assert list(out) == ["model", "recipe", "epochs", "seconds", "test_accuracy", "history", "collapsed", "threads",
-                         "device", "precision", "setting", "min_accuracy", "passed"]
+                         "device", "precision", "setting", "min_accuracy", "passed", "seed"]
     fitted = fit_recipe(get_spec("micro_cnn").recipes["quick"])[0]
     assert (out["device"], out["precision"], out["min_accuracy"]) == ("cpu", fitted.precision, fitted.min_accuracy)
     assert out["model"] == "micro_cnn" and out["recipe"] == "quick" and out["epochs"] == 1
