@@ -597,7 +597,8 @@ class Study:
             trial.set_user_attr("accuracies", [e.test_accuracy for e in history])
             self.progress(trial.number, history)
             reason = prune_reason(value)
-            if reason is None and trial.should_prune():
+            met = judge_rule(history, self.rule["threshold"], self.rule["epochs"], self.rule["consecutive"]).passed
+            if reason is None and not met and trial.should_prune():  # a trial that met the rule ends on its own
                 reason = (f"pruned after epoch {value.epoch} ({value.test_accuracy:.2%}): below the median of the "
                           "earlier trials at that epoch")
             if reason is not None:
