@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes:\n"
                "  0  every check passed\n"
                "  1  a check failed on a model that ran (check, pytest items), a budget broke (diff), a training\n"
-               "     run missed its threshold or its rule (train)\n"
+               "     run missed its threshold or its rule (train), no trial met the rule or all stayed near\n"
+               "     chance (tune)\n"
                "  2  anything else: wrong arguments, or a model that cannot be imported, built, run or judged\n"
                "     (one paragraph on stderr, never a traceback)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
