@@ -102,6 +102,7 @@ class TrainRequest:
     save: str | None = None  # a checkpoint path
     threads: int | None = None  # CPU threads (default: train.choose_threads)
     estimate_runs: int = 1  # the runs (seeds) its estimate covers, this one and those after it; 0: no estimate
+    estimate_at_once: int = 1  # of those runs, how many run side by side
     epoch_records: bool = False  # also send each `runs.Epoch` itself as a note (`mnist-arch tune`'s pruner reads it)
 
 
@@ -137,12 +138,16 @@ def train_runs(project: Project, model: Declared, recipe_name: str = "quick", se
     workers: set[Worker] = set()
 
     def one(index: int, seed: int) -> TrainResult:
-        say = on_note if at_once == 1 or on_note is None else (lambda line: on_note(f"seed {seed}: {line}"))
-        runs = math.ceil(len(seeds) / at_once) if index == 0 else 0  # one estimate, before the first run, for them all
+        def say(line: str) -> None:  # side by side, each epoch's line says whose it is
+            if on_note is not None:
+                on_note(f"seed {seed}: {line}" if at_once > 1 and line.startswith(f"{model.name} epoch") else line)
+
+        runs = len(seeds) if index == 0 else 0  # one estimate, before the first run, for them all
         with worker_for(project, model, training=True, timeout=timeout, on_note=say) as worker:
             workers.add(worker)
             result = worker.call(train_declared, TrainRequest(model, recipe_name, final_activation, seed,
-                                                              estimate_runs=runs, **request))
+                                                              estimate_runs=runs, estimate_at_once=at_once,
+                                                              **request))
             workers.discard(worker)
         if on_result is not None:
             on_result(seed, result)
@@ -262,7 +267,7 @@ def train_declared(request: TrainRequest) -> TrainResult:
         note(epoch_line(model.name, history, request.epochs or recipe.epochs, recipe.min_accuracy, recipe.consecutive))
 
     def on_estimate(estimate) -> None:
-        note(replace(estimate, runs=request.estimate_runs).line(model.name))
+        note(replace(estimate, runs=request.estimate_runs, at_once=request.estimate_at_once).line(model.name))
 
     result = train_model(built, recipe, data, name=model.name, recipe_name=request.recipe_name,
                          epochs=request.epochs, seed=request.seed, device=device, time_budget=request.time_budget,

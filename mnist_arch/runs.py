@@ -207,14 +207,17 @@ class Estimate:
     precision: str
     runs: int = 1  # runs of the same length, one after the other (seeds), that the estimate covers
     at_most: bool = False  # a rule run stops once its verdict is settled
+    at_once: int = 1  # of those runs, how many run side by side (`jobs.train_runs`)
 
     @property
     def seconds(self) -> float:
-        return self.runs * self.epochs * (self.steps_per_epoch * self.step_seconds + self.eval_seconds)
+        rounds = -(-self.runs // self.at_once)
+        return rounds * self.epochs * (self.steps_per_epoch * self.step_seconds + self.eval_seconds)
 
     def line(self, name: str) -> str:
         runs = f"{self.runs} runs of {self.epochs}" if self.runs > 1 else f"{self.epochs}"
         threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""
+        threads += f" each, {self.at_once} runs at once" if self.at_once > 1 else ""
         return (f"{name}: {runs} epoch{'s' if self.epochs != 1 else ''}, {'at most ' if self.at_most else ''}about "
                 f"{duration(self.seconds)} on {self.hardware}{threads}, {self.precision} (estimate: "
                 f"{self.step_seconds:.3f} s a step x {self.steps_per_epoch} steps + {self.eval_seconds:.1f} s of "
