@@ -194,7 +194,7 @@ def test_a_study_meets_the_rule_writes_its_table_and_the_table_trains_as_the_rul
 
 
 def test_two_processes_share_one_journal_and_finish_its_trials_once(tmp_path, mnist_root):
-    folder = repo(tmp_path)
+    folder = repo(tmp_path, sleep=0.05)  # a second or so a trial: both processes are up before the six are done
     procs = [start(folder, mnist_root, "--trials", "6", "--no-seeds") for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
