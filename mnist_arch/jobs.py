@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_arch.errors import MnistArchError, ours
 from mnist_arch.isolate import Worker, expect_training, note, phase
+from mnist_arch.runs import available_cores
 
 if TYPE_CHECKING:
     from mnist_arch.project import Declared, Project
@@ -166,16 +167,6 @@ def train_runs(project: Project, model: Declared, recipe_name: str = "quick", se
             for worker in list(workers):
                 worker.close(kill=True)
             raise
-
-
-def available_cores() -> int:
-    """The cores this process may train on: its CPU affinity, shared out among pytest-xdist workers, capped
-    by OMP_NUM_THREADS where set (`train.choose_threads` rule 2)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    available = cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        available = min(available, int(os.environ["OMP_NUM_THREADS"]))
-    return max(1, available)
 
 
 def bench_project(project: Project, models: Sequence[Declared], batch_sizes: Sequence[int] | None = None,

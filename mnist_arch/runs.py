@@ -4,6 +4,7 @@ several seeds' runs with the threshold rule. No torch here: the command line's o
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -254,3 +255,13 @@ def rule_table(result: TrainResult) -> str:
         lines.append(f"| {e.epoch} | {e.test_accuracy:.2%} | {e.train_loss:.4f} | {held} | {e.seconds:.1f} |")
     lines += ["", f"**{'PASS' if result.passed else 'FAIL'}**: {result.model} {result.verdict()}."]
     return "\n".join(lines)
+
+
+def available_cores() -> int:
+    """The cores this process may train on: its CPU affinity, shared out among pytest-xdist workers, capped
+    by OMP_NUM_THREADS where set (`train.choose_threads` rule 2)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        available = min(available, int(os.environ["OMP_NUM_THREADS"]))
+    return max(1, available)

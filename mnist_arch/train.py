@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mnist_arch.data import MNIST, normalize, random_affine
 from mnist_arch.errors import MnistArchError, ours
-from mnist_arch.runs import Epoch, Estimate, TrainResult, judge_rule
+from mnist_arch.runs import Epoch, Estimate, TrainResult, available_cores, judge_rule
 from mnist_arch.spec import RECIPE_CHOICES, Recipe
 
 #: A prediction share above this on one class is reported as a collapse. A trained MNIST classifier
@@ -314,8 +314,6 @@ def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...
     slower); sleeping ones still lose 1.7-2.6x, while one thread loses nothing: so a run that finds a core
     taken keeps to one thread.
     """
-    from mnist_arch.jobs import available_cores
-
     available = available_cores()
     if available <= 1 or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         return 1

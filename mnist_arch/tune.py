@@ -438,7 +438,7 @@ class Study:
         self._fails_in_a_row = 0
         self._error: str | None = None
         self.final_activation: str | None = None
-        from mnist_arch.jobs import available_cores
+        from mnist_arch.runs import available_cores
 
         self.cores = available_cores()
         # Threads split between the trials that run at once; one trial alone: train.choose_threads decides.

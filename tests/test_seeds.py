@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from mnist_arch.jobs import available_cores, train_runs
+from mnist_arch.jobs import train_runs
 from mnist_arch.project import TRAIN_DEFAULTS, Project, adhoc
+from mnist_arch.runs import available_cores
 from mnist_arch.spec import parse_recipe_fields
 
 
