@@ -283,6 +283,9 @@ def _cmd_tune(args) -> int:
         tune.write_rule(project.path, model.name, outcome.best["table"])
         print(f"\nmnist-arch tune: wrote the recipe into {project.path} "
               f"[tool.mnist-arch.models.{model.name}.rule]", file=sys.stderr)
+    elif args.write:
+        print(f"\nmnist-arch tune: --write: nothing written to {project.path}, no trial met the rule",
+              file=sys.stderr)
     if outcome.interrupted:
         raise MnistArchError(f"interrupted: the finished trials are kept in {outcome.storage}; run the same command "
                              "again to continue the study.")

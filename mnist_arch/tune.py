@@ -144,9 +144,14 @@ def _round(value: float) -> float:
 def suggest(trial: Any, space: Mapping[str, Any], epochs: int) -> dict[str, Any]:
     """A trial's recipe: the rule table's fields from `space` (define-by-run: momentum only for SGD, a
     schedule's own settings only with it)."""
-    def pick(key: str, name: str | None = None) -> Any:
+    def pick(key: str) -> Any:
         values = space[key]
-        return values[0] if len(values) == 1 else trial.suggest_categorical(name or key, values)
+        if len(values) == 1:
+            return values[0]
+        # Optuna keeps a choice's list for the whole study: another list (a table changed between runs) is
+        # another parameter, so the study goes on with it.
+        name = key if values == DEFAULT_SPACE[key] else f"{key} in {'/'.join(map(str, values))}"
+        return trial.suggest_categorical(name, values)
 
     def draw(key: str, name: str | None = None, high: float | None = None, bounds: Sequence | None = None) -> float:
         low, top = bounds or space[key]
@@ -575,8 +580,17 @@ class Study:
         from mnist_arch.jobs import TrainRequest
 
         state = self.optuna.trial.TrialState
-        table = {**{k: v for k, v in self.base.items() if k not in SEARCHED},
-                 **suggest(trial, dict(self.space), self.rule["epochs"])}
+        try:
+            table = {**{k: v for k, v in self.base.items() if k not in SEARCHED},
+                     **suggest(trial, dict(self.space), self.rule["epochs"])}
+        except ValueError as exc:  # Optuna refuses a parameter it knows otherwise in this study
+            trial.set_user_attr("reason", f"the search space does not fit this study: {exc}")
+            self.study.tell(trial, state=state.FAIL)
+            with self._lock:
+                self._error = (f"The search space does not fit the study {self.name!r} in {self.where} (Optuna: "
+                               f"{exc}). Give this search a name of its own: --study NAME.")
+                self._stop.set()
+            return
         trial.set_user_attr("table", table)
         history: list[Epoch] = []
         try:

@@ -380,6 +380,17 @@ def test_a_trial_owner_is_dead_only_when_its_pid_is_gone_or_reused_on_this_host(
     assert not tune.owner_dead({**me, "host": "another-machine", "pid": gone.pid})  # its heartbeat's to judge
 
 
+def test_a_changed_choice_list_is_another_parameter_of_the_same_study():
+    study = optuna.create_study()
+    for batch in ([64, 128, 256], [64, 128], [64, 128, 256]):
+        trial = study.ask()
+        fields = tune.suggest(trial, {**tune.DEFAULT_SPACE, "batch_size": batch}, 15)
+        assert fields["batch_size"] in batch
+        study.tell(trial, 1.0)
+    names = [set(t.params) for t in study.trials]
+    assert "batch_size" in names[0] and "batch_size in 64/128" in names[1] and "batch_size" in names[2]
+
+
 def test_the_suggested_recipe_is_a_valid_rule_table():
     study = optuna.create_study()
     for _ in range(30):
