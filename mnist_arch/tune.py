@@ -243,6 +243,8 @@ def import_optuna():
                              ) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # We beat for it ourselves (`heartbeat`): Optuna's own beat comes only with Study.optimize.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     return optuna
 
 
@@ -333,6 +335,34 @@ def fail_stale(optuna, study, storage) -> list[int]:
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)
     return failed
+
+
+@contextmanager
+def heartbeat(optuna, storage, trial_id: int, interval: float = HEARTBEAT):
+    """While a trial runs on relational storage, its heartbeat every `interval` seconds (Optuna's own
+    `optimize` does this; `ask` and `tell` leave it to the caller), so that a worker on another machine fails
+    it once the heartbeat stops (`fail_stale`). Nothing on a journal, which has no heartbeat."""
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # the database is away for a moment: the next beat tries again
+                pass
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat of trial {trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextmanager
@@ -623,7 +653,8 @@ class Study:
                                str(self.project.mnist_root()), threads=self.threads, estimate_runs=0,
                                epoch_records=True)
         try:
-            result = self._call(model, run_trial, request, on_note)
+            with heartbeat(self.optuna, self.storage, trial._trial_id):
+                result = self._call(model, run_trial, request, on_note)
         except _Pruned as pruned:
             trial.set_user_attr("reason", pruned.reason)
             self.study.tell(trial, state=state.PRUNED)

@@ -340,6 +340,23 @@ def test_a_storage_that_cannot_open_is_an_error_of_ours(tmp_path):
         tune.open_storage(optuna, "postgresql://me:secret@127.0.0.1:1/x", tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used", "ignore::FutureWarning",
+                            "ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_trial_on_relational_storage_beats_while_it_runs(tmp_path):
+    """Optuna's heartbeat is the caller's to record under ask and tell: a trial beats while it runs, so that
+    another machine fails it once it stops beating (a trial that never beat is never failed by it)."""
+    storage, _, _ = tune.open_storage(optuna, f"sqlite:///{tmp_path / 'beat.db'}", tmp_path)
+    study = optuna.create_study(storage=storage, study_name="s")
+    beating, silent = study.ask(), study.ask()
+    with tune.heartbeat(optuna, storage, beating._trial_id, interval=0.01):
+        time.sleep(0.1)
+    storage.grace_period = -1  # any heartbeat is an old one now
+    stale = storage._get_stale_trial_ids(study._study_id)
+    assert beating._trial_id in stale and silent._trial_id not in stale
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The objective, the pruning reasons, the owners
 
