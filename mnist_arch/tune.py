@@ -451,7 +451,7 @@ class Study:
         name = settings.study or model.name
         sampler = self.optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True,
                                                   n_startup_trials=8)
-        pruner = self.optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+        pruner = self.optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3)  # from epoch 3
         try:
             self.study = self.optuna.create_study(storage=self.storage, study_name=name, direction="minimize",
                                                   sampler=sampler, pruner=pruner, load_if_exists=True)
