@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -304,6 +305,13 @@ def test_without_optuna_tune_names_the_extra(tmp_path, monkeypatch, capsys):
     assert main(["tune", "net"]) == 2
     err = capsys.readouterr().err
     assert 'pip install "mnist-arch[tune]"' in err and "Traceback" not in err
+
+
+def test_the_tune_extra_brings_optuna_and_the_postgresql_driver_and_ci_gets_them():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    for extra in ("tune", "dev"):  # CI installs .[dev]
+        names = {re.split(r"[\[<>=;]", r)[0] for r in extras[extra]}
+        assert {"optuna", "psycopg"} <= names, (extra, extras[extra])
 
 
 def test_a_model_without_a_rule_is_told_the_rules_fields(tmp_path, monkeypatch, capsys):
