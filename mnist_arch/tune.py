@@ -556,6 +556,13 @@ class Study:
             outcome = self.outcome()
             outcome.interrupted = True
             return outcome
+        except Exception as exc:  # the storage went away mid-study (a database restarted, a disk filled up)
+            if not type(exc).__module__.startswith(("optuna", "sqlalchemy", "psycopg")):
+                raise
+            self._halt()
+            raise MnistArchError(f"The study's storage {self.where} failed: {type(exc).__name__}: "
+                                 f"{(str(exc).splitlines() or [''])[0]}. The finished trials are kept there; run the "
+                                 "same command again once it answers.") from None
 
     def _parallel(self, func: Callable, calls: Sequence[tuple]) -> list:
         """func(*args) for each of `calls` in threads, at most `jobs` (or as many calls) at once; on Ctrl-C the
