@@ -243,6 +243,115 @@ def _cmd_bench(args) -> int:
     return 2 if result.errors else 0
 
 
+# --- tune (docs/tune.md) -------------------------------------------------------------------------
+
+
+def _cmd_tune(args) -> int:
+    import json
+    from pathlib import Path
+
+    from mnist_arch import tune
+    from mnist_arch.isolate import expect_training
+    from mnist_arch.project import adhoc, load_project
+
+    tune.import_optuna()  # the extra first: without it, nothing else matters
+    if args.write and args.model:
+        raise MnistArchError("--write puts the recipe into the model's table in pyproject.toml; a --model "
+                             "PATH.py:ATTR has none. Declare the model there (mnist-arch init), or paste the table.")
+    if bool(args.name) == bool(args.model):
+        raise MnistArchError("name one model: a declared NAME, or --model PATH.py:ATTR.")
+    expect_training()
+    project = load_project()
+    model = project.select([args.name])[0] if args.name else adhoc(args.model, Path.cwd())
+    rule, space = tune.what_to_tune(project, model, args.threshold, args.epochs, args.consecutive)
+    settings = tune.Settings(trials=args.trials, timeout=args.timeout, jobs=args.jobs, storage=args.storage,
+                             study=args.study, seeds=[] if args.no_seeds else args.seeds, device=args.device,
+                             data_dir=str(project.mnist_root(args.data_dir)), epoch_timeout=args.epoch_timeout)
+    def say(line: str) -> None:  # progress on stderr: stdout holds the result, in every format
+        print(line, file=sys.stderr, flush=True)
+
+    outcome = tune.Study(project, model, rule, space, settings, say).run()
+    if args.format == "json":
+        print(json.dumps(outcome.to_dict(), indent=2))
+    elif args.format == "markdown":
+        print(tune.trials_table(outcome))
+        if outcome.table:
+            print(f"\n```toml\n{outcome.table}\n```")
+    else:
+        print(tune.verdict(outcome).replace("**", ""))
+        if outcome.table and not outcome.near_chance:
+            print(f"\nThe recipe, as the table to paste into pyproject.toml:\n\n{outcome.table}")
+    if args.write and outcome.passed:
+        tune.write_rule(project.path, model.name, outcome.best["table"])
+        print(f"\nmnist-arch tune: wrote the recipe into {project.path} "
+              f"[tool.mnist-arch.models.{model.name}.rule]", file=sys.stderr)
+    elif args.write:
+        print(f"\nmnist-arch tune: --write: nothing written to {project.path}, no trial met the rule",
+              file=sys.stderr)
+    if outcome.interrupted:
+        raise MnistArchError(f"interrupted: the finished trials are kept in {outcome.storage}; run the same command "
+                             "again to continue the study.")
+    return 0 if outcome.passed else 1
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction of the test set in (0, 1], e.g. 0.994, got {text!r}")
+    return value
+
+
+def _add_tune_parser(sub) -> None:
+    from mnist_arch import tune
+
+    p = sub.add_parser("tune", help="search a recipe that meets a model's rule (Optuna; pip install "
+                                    "\"mnist-arch[tune]\")",
+                       description="Search the recipe space (optimizer, lr, momentum, schedule, batch size, weight "
+                                   "decay, augmentation, label smoothing) for the recipe that meets the model's rule "
+                                   "in the fewest epochs, then at the highest accuracy (docs/tune.md). A study is "
+                                   "stored, so running the same command again continues it; other processes or "
+                                   "machines running the same command share it.",
+                       epilog="exit codes: 0 a trial met the rule; 1 none did, or every trial stayed near chance; "
+                              "2 anything else (one paragraph on stderr)")
+    p.add_argument("name", nargs="?", help="a declared model with a [tool.mnist-arch.models.NAME.rule] table")
+    p.add_argument("--model", metavar="PATH.py:ATTR", help="a model of your own (with --threshold and --epochs)")
+    p.add_argument("--threshold", type=_fraction, metavar="X", help="the rule, for a model that declares none: "
+                   "test accuracy to reach, e.g. 0.994")
+    p.add_argument("--epochs", type=_count, metavar="N", help="the rule: within at most N epochs")
+    p.add_argument("--consecutive", type=_count, metavar="K", help="the rule: K epochs in a row (default 1)")
+    p.add_argument("--trials", type=_count, default=tune.DEFAULT_TRIALS, metavar="N",
+                   help=f"the study's total of finished trials, earlier runs' included (default {tune.DEFAULT_TRIALS})")
+    p.add_argument("--timeout", type=_seconds, default=tune.DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"start no trial after this long (default {tune.DEFAULT_TIMEOUT:g}, 8 hours; running "
+                        "trials finish)")
+    p.add_argument("--jobs", type=_count, default=1, metavar="N",
+                   help="trials at once on this machine, each in its own worker, the cores split between them")
+    p.add_argument("--storage", metavar="URL", help="where the study lives: sqlite:///tune.db, "
+                   "postgresql://user:password@host/db, or a .journal file (default: .mnist-arch/tune.journal beside "
+                   "pyproject.toml, kept out of git)")
+    p.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the model's)")
+    p.add_argument("--seeds", type=_seeds, default=list(tune.DEFAULT_SEEDS),
+                   help="seeds the best recipe runs again, in parallel (default 0-4)")
+    p.add_argument("--no-seeds", action="store_true", help="do not run the best recipe's seeds again")
+    p.add_argument("--write", action="store_true", help="put the best recipe into the model's rule table in "
+                   "pyproject.toml, keeping every other byte")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--data-dir", help="folder containing MNIST/raw (default: $MNIST_ARCH_DATA, else data in "
+                   "[tool.mnist-arch], else the user's cache)")
+    p.add_argument("--epoch-timeout", type=_seconds, metavar="SECONDS",
+                   help="seconds one epoch (or the import and build) may take (default: train_timeout, 1800)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="markdown: a table of the trials; json: the trials, the best recipe and its seeds "
+                        "(progress goes to stderr)")
+    p.set_defaults(func=_cmd_tune)
+
+
+# --- end of tune ------------------------------------------------------------------------------
+
+
 # --- init (owned by the workflows work: edit only between these markers) ----------------------
 
 
@@ -331,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes:\n"
                "  0  every check passed\n"
                "  1  a check failed on a model that ran (check, pytest items), the pull request broke a rule (diff),\n"
-               "     a training run missed its threshold or its rule (train)\n"
+               "     a training run missed its threshold or its rule (train), no trial met the rule or all stayed\n"
+               "     near chance (tune)\n"
                "  2  anything else: wrong arguments, or a model that cannot be imported, built, run or judged\n"
                "     (one paragraph on stderr, never a traceback)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -442,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     _add_init_parser(sub)
+    _add_tune_parser(sub)
     return parser
 
 

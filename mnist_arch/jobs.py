@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_arch.errors import MnistArchError, ours
 from mnist_arch.isolate import Worker, expect_training, note, phase, stopping
+from mnist_arch.runs import available_cores
 
 if TYPE_CHECKING:
     from mnist_arch.project import Declared, Project
@@ -107,6 +108,8 @@ class TrainRequest:
     save: str | None = None  # a checkpoint path
     threads: int | None = None  # CPU threads (default: train.choose_threads)
     estimate_runs: int = 1  # the runs (seeds) its estimate covers, this one and those after it; 0: no estimate
+    estimate_at_once: int = 1  # of those runs, how many run side by side
+    epoch_records: bool = False  # also send each `runs.Epoch` itself as a note (`mnist-arch tune`'s pruner reads it)
 
 
 def train_runs(project: Project, model: Declared, recipe_name: str = "quick", seeds: Sequence[int] = (0,),
@@ -128,15 +131,47 @@ def train_runs(project: Project, model: Declared, recipe_name: str = "quick", se
     if model.loss is None and final_activation is None:  # judged in a worker of its own, at the check's limit
         final_activation = judge(project, model).final_activation
     request.setdefault("data_dir", str(project.mnist_root()))
-    results = []
-    for index, seed in enumerate(seeds):
+    at_once, threads = 1, request.get("threads")
+    if len(seeds) > 1 and threads is None:  # seeds side by side where the cores allow (`seed_threads`)
+        with worker_for(project, model, training=True, timeout=timeout) as worker:
+            kind, alone = worker.call(seed_threads, model, recipe_name, final_activation, request.get("device", "auto"))
+        if kind == "cpu" and available_cores() // alone > 1:
+            at_once, threads = min(len(seeds), available_cores() // alone), alone
+            if on_note is not None:
+                on_note(f"{model.name}: seeds {', '.join(map(str, seeds))} side by side, {at_once} at once with "
+                        f"{alone} thread(s) each (the threads one run takes alone: each seed repeats its run alone)")
+    request = {**request, "threads": threads}
+    workers: set[Worker] = set()
+
+    def one(index: int, seed: int) -> TrainResult:
+        def say(line: str) -> None:  # side by side, each epoch's line says whose it is
+            if on_note is not None:
+                on_note(f"seed {seed}: {line}" if at_once > 1 and line.startswith(f"{model.name} epoch") else line)
+
         runs = len(seeds) if index == 0 else 0  # one estimate, before the first run, for them all
-        with worker_for(project, model, training=True, timeout=timeout, on_note=on_note) as worker:
-            results.append(worker.call(train_declared, TrainRequest(model, recipe_name, final_activation, seed,
-                                                                    estimate_runs=runs, **request)))
+        with worker_for(project, model, training=True, timeout=timeout, on_note=say) as worker:
+            workers.add(worker)
+            result = worker.call(train_declared, TrainRequest(model, recipe_name, final_activation, seed,
+                                                              estimate_runs=runs, estimate_at_once=at_once,
+                                                              **request))
+            workers.discard(worker)
         if on_result is not None:
-            on_result(seed, results[-1])
-    return results
+            on_result(seed, result)
+        return result
+
+    if at_once == 1:
+        return [one(index, seed) for index, seed in enumerate(seeds)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        futures = [pool.submit(one, index, seed) for index, seed in enumerate(seeds)]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:  # Ctrl-C, or one seed's error: the others stop now rather than at their end
+            pool.shutdown(wait=False, cancel_futures=True)
+            for worker in list(workers):
+                worker.close(kill=True)
+            raise
 
 
 def _recipe_hint(project: Project, model: Declared, recipe_name: str) -> str:
@@ -244,10 +279,12 @@ def train_declared(request: TrainRequest) -> TrainResult:
     def on_epoch(e) -> None:
         phase("train")  # the time limit applies to each epoch
         history.append(e)
+        if request.epoch_records:
+            note(e)
         note(epoch_line(model.name, history, request.epochs or recipe.epochs, recipe.min_accuracy, recipe.consecutive))
 
     def on_estimate(estimate) -> None:
-        note(replace(estimate, runs=request.estimate_runs).line(model.name))
+        note(replace(estimate, runs=request.estimate_runs, at_once=request.estimate_at_once).line(model.name))
 
     result = train_model(built, recipe, data, name=model.name, recipe_name=request.recipe_name,
                          epochs=request.epochs, seed=request.seed, device=device, time_budget=request.time_budget,
@@ -261,6 +298,25 @@ def train_declared(request: TrainRequest) -> TrainResult:
     if request.save:
         ours(f"saving the checkpoint to {request.save}", save_checkpoint, request.save, built, model.spec, result)
     return replace(result, test_predictions=None)  # the plots are drawn; the parent never needs torch
+
+
+def seed_threads(model: Declared, recipe_name: str, final_activation: str | None, device: str) -> tuple[str, int]:
+    """The device a run of the model's recipe trains on and, on a CPU, the threads it takes alone: those
+    `train.choose_threads` picks, without its idle-core rule (the cores are the run's). Several seeds run side by
+    side, each at these threads, as many at once as the cores hold, so each seed's run is the one it makes
+    alone and a threshold measured one seed after another still holds (`train_runs`)."""
+    import torch
+
+    from mnist_arch.loader import load_model
+    from mnist_arch.train import choose_threads, fit_recipe, resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        return dev.type, 0
+    recipe, _ = fit_recipe(training_recipe(model, recipe_name, final_activation), dev)
+    torch.manual_seed(0)
+    built = load_model(model.target)
+    return "cpu", choose_threads(built, recipe, tuple(model.spec.input_shape), idle=False)
 
 
 def _built(model: Declared, weights: str | None = None):

@@ -295,6 +295,7 @@ def _declared(path: Path, root: Path, name: str, fields: dict[str, Any], line: i
     model = fields.pop("model", None)
     train = fields.pop("train", None)
     rule = fields.pop("rule", None)
+    fields.pop("tune", None)  # `mnist-arch tune`'s search space: read and checked by mnist_arch.tune alone
     if not isinstance(model, str) or not model:
         raise MnistArchError(f"{where} needs model = \"PATH.py:ATTR\" (relative to pyproject.toml), "
                              f"\"package.module:ATTR\" or a registered model's name, found {model!r}.")

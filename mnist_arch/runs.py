@@ -4,6 +4,7 @@ several seeds' runs with the threshold rule. No torch here: the command line's o
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ class Epoch:
     test_accuracy: float
     lr: float
     seconds: float
+    collapsed: dict | None = None  # the epoch's test predictions collapsed onto one class (`train.detect_collapse`)
 
 
 @dataclass
@@ -206,14 +208,17 @@ class Estimate:
     precision: str
     runs: int = 1  # runs of the same length, one after the other (seeds), that the estimate covers
     at_most: bool = False  # a rule run stops once its verdict is settled
+    at_once: int = 1  # of those runs, how many run side by side (`jobs.train_runs`)
 
     @property
     def seconds(self) -> float:
-        return self.runs * self.epochs * (self.steps_per_epoch * self.step_seconds + self.eval_seconds)
+        rounds = -(-self.runs // self.at_once)
+        return rounds * self.epochs * (self.steps_per_epoch * self.step_seconds + self.eval_seconds)
 
     def line(self, name: str) -> str:
         runs = f"{self.runs} runs of {self.epochs}" if self.runs > 1 else f"{self.epochs}"
         threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""
+        threads += f" each, {self.at_once} runs at once" if self.at_once > 1 else ""
         return (f"{name}: {runs} epoch{'s' if self.epochs != 1 else ''}, {'at most ' if self.at_most else ''}about "
                 f"{duration(self.seconds)} on {self.hardware}{threads}, {self.precision} (estimate: "
                 f"{self.step_seconds:.3f} s a step x {self.steps_per_epoch} steps + {self.eval_seconds:.1f} s of "
@@ -250,3 +255,13 @@ def rule_table(result: TrainResult) -> str:
         lines.append(f"| {e.epoch} | {e.test_accuracy:.2%} | {e.train_loss:.4f} | {held} | {e.seconds:.1f} |")
     lines += ["", f"**{'PASS' if result.passed else 'FAIL'}**: {result.model} {result.verdict()}."]
     return "\n".join(lines)
+
+
+def available_cores() -> int:
+    """The cores this process may train on: its CPU affinity, shared out among pytest-xdist workers, capped
+    by OMP_NUM_THREADS where set (`train.choose_threads` rule 2)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        available = min(available, int(os.environ["OMP_NUM_THREADS"]))
+    return max(1, available)

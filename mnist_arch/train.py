@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mnist_arch.data import MNIST, normalize, random_affine
 from mnist_arch.errors import MnistArchError, ours
-from mnist_arch.runs import Epoch, Estimate, TrainResult, judge_rule
+from mnist_arch.runs import Epoch, Estimate, TrainResult, available_cores, judge_rule
 from mnist_arch.spec import RECIPE_CHOICES, Recipe
 
 #: A prediction share above this on one class is reported as a collapse. A trained MNIST classifier
@@ -296,7 +296,8 @@ def idle_cores(seconds: float = 0.2, stat: str = "/proc/stat") -> float | None:
     return sum(shares) if shares else None
 
 
-def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...] = (1, 28, 28)) -> int:
+def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...] = (1, 28, 28),
+                   idle: bool = True) -> int:
     """CPU threads for a training run: the one place this is decided (docs/training.md has the measurements).
 
     1. One thread per MULT_ADDS_PER_THREAD of forward work in a step (batch x one image's; unknown
@@ -313,17 +314,14 @@ def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...
     slower); sleeping ones still lose 1.7-2.6x, while one thread loses nothing: so a run that finds a core
     taken keeps to one thread.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    available = cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        available = min(available, int(os.environ["OMP_NUM_THREADS"]))
+    available = available_cores()
     if available <= 1 or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         return 1
     wanted = max(1, min(available, int(_step_mult_adds(model, recipe, input_shape) // MULT_ADDS_PER_THREAD)))
-    if wanted > 1:
-        idle = idle_cores()
-        if idle is not None:
-            wanted = max(1, min(wanted, int(idle + 0.5)))
+    if wanted > 1 and idle:  # rule 4, unless the caller reserves the cores (`jobs.seed_threads`)
+        found = idle_cores()
+        if found is not None:
+            wanted = max(1, min(wanted, int(found + 0.5)))
     return wanted
 
 
@@ -524,7 +522,8 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
         elif isinstance(scheduler, EPOCH_SCHEDULES):
             recipe_call("schedule", recipe, scheduler.step)
         result.history.append(Epoch(epoch, loss_sum.item() / seen, correct.item() / seen, test_loss,
-                                    test_acc, lr, time.perf_counter() - epoch_start))
+                                    test_acc, lr, time.perf_counter() - epoch_start,
+                                    detect_collapse(predictions, int(data.test_labels.max()) + 1)))
         if on_epoch is not None:
             on_epoch(result.history[-1])
         if progress:
