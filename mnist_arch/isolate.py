@@ -145,6 +145,15 @@ def ends_with_this_thread(sig: int = signal.SIGTERM) -> Callable[[], None] | Non
     return preexec
 
 
+def end_with_parent(sig: int = signal.SIGTERM) -> None:
+    """This process gets `sig` when the thread of its parent that started it ends, on Linux (an xdist worker of
+    a pytest run that was killed); at once if the parent is already gone. Nothing elsewhere (macOS)."""
+    parent = os.getppid()
+    _prctl(_PR_SET_PDEATHSIG, int(sig))
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+
+
 def guard_fork_server() -> None:
     """The fork server, first thing (`mnist_arch._forkserver`), on Linux: when the judge's thread that started
     it ends (PR_SET_PDEATHSIG; `_start_server` starts it from a thread that lasts as long as the judge), or

@@ -117,6 +117,7 @@ def _argv(command: str, mnist: Path | None) -> list[str]:
                   "0.01", "--timeout", "600"],
         "train": [str(EXE), "train", "subject", "--data-dir", str(mnist), "--timeout", "600"],
         "pytest": [*PYTEST],
+        "pytest-xdist": [*PYTEST, "-n", "2"],  # each xdist worker judges a model
         "pytest-train": [*PYTEST, "--mnist-arch-data", str(mnist)],
     }[command]
 
@@ -130,7 +131,8 @@ SIGINT_AS_IN_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; "
 # The exit status and the line each stop leaves: ours in the CLI, pytest's own under pytest.
 CLI_STOPPED = {signal.SIGKILL: (-9, ""), signal.SIGTERM: (143, "mnist-arch: stopped by SIGTERM"),
                signal.SIGINT: (130, "mnist-arch: stopped by SIGINT")}
-PYTEST_STOPPED = {signal.SIGKILL: (-9, ""), signal.SIGTERM: (-15, ""), signal.SIGINT: (2, "KeyboardInterrupt")}
+PYTEST_STOPPED = {signal.SIGKILL: (-9, ""), signal.SIGTERM: (143, "Stopped: pytest stopped by SIGTERM"),
+                  signal.SIGINT: (2, "KeyboardInterrupt")}
 
 
 @pytest.mark.parametrize("command, sig", [
@@ -139,12 +141,13 @@ PYTEST_STOPPED = {signal.SIGKILL: (-9, ""), signal.SIGTERM: (-15, ""), signal.SI
     ("summary", signal.SIGTERM), ("bench", signal.SIGINT),
     ("pytest", signal.SIGKILL), ("pytest", signal.SIGTERM), ("pytest", signal.SIGINT),
     ("pytest-train", signal.SIGINT),
+    ("pytest-xdist", signal.SIGKILL), ("pytest-xdist", signal.SIGTERM), ("pytest-xdist", signal.SIGINT),
 ])
 def test_a_killed_command_leaves_nothing_running(tmp_path, request, command, sig):
     trains = command.endswith("train")
     mnist = request.getfixturevalue("mnist_root") if trains else None
     folder = _project(tmp_path, trains)
-    sleeps = 4 if command in ("check", "pytest") else 2  # two per worker
+    sleeps = 4 if command in ("check", "pytest", "pytest-xdist") else 2  # two per worker
     out, err = (folder / "out.txt").open("w+"), (folder / "err.txt").open("w+")
     pidfile = folder / "pids.txt"
     env = {**os.environ, "MNIST_ARCH_TEST_PIDFILE": str(pidfile)}
@@ -167,8 +170,9 @@ def test_a_killed_command_leaves_nothing_running(tmp_path, request, command, sig
         os.kill(proc.pid, sig)
         # The worker and all below it (the model's processes): 2 s after the signal. The command too, where it
         # is ours; pytest's own Ctrl-C handling (its report, its plugins' hooks) takes its own time, and the
-        # fork server and resource tracker may wait for it, 2 s at most after it has ended.
-        left = _gone_within(2, tree, deepest=0 if command in CLI else 2)
+        # fork server and resource tracker may wait for it, 2 s at most after it has ended. Under xdist, the
+        # workers (pytest processes) are one level deeper, and so are the models' workers.
+        left = _gone_within(2, tree, deepest=0 if command in CLI else 3 if command == "pytest-xdist" else 2)
         assert not left, f"still running 2 s after {sig.name} to {command}: {_states(left)}; recorded: {tree}"
         proc.wait(30)
         left = _gone_within(2, tree)
