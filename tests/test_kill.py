@@ -5,7 +5,8 @@ the process tree below the command is recorded from /proc (the resource tracker,
 worker, the model's `sleep`s, whose pids the model writes down: one has left the worker's session and
 been orphaned, so only a subreaper keeps it below the worker), the command gets
 SIGKILL, SIGTERM or SIGINT, and within 2 s none of the recorded processes may run (a zombie that nobody
-reaps has ended)."""
+reaps has ended). The same for pytest under xdist (the models run in its workers), and for `diff`, whose
+base side is a `check` of its own, a child process that is not a worker."""
 
 import os
 import signal
