@@ -620,8 +620,11 @@ def _exit_stopped(stopped: _Stopped) -> None:
     import signal
 
     signum = stopped.args[0]
-    print(f"mnist-arch: stopped by {signal.Signals(signum).name}, and every model it was running with it.",
-          file=sys.stderr)
+    try:  # its reader may be gone (the base check of a `diff` that was killed)
+        print(f"mnist-arch: stopped by {signal.Signals(signum).name}, and every model it was running with it.",
+              file=sys.stderr)
+    except (OSError, ValueError):
+        pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

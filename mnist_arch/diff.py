@@ -330,14 +330,18 @@ def _base_table(folder: Path, tree: Path) -> Path | None:
 
 def _start_base_check(folder: Path, package: Path, timeout: float | None) -> subprocess.Popen:
     """`python -m mnist_arch.cli check --format json` in `folder`, importing mnist_arch from `package`."""
+    from mnist_arch.isolate import ends_with_this_thread
+
     env = dict(os.environ)
     env["PYTHONPATH"] = str(package) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     command = [sys.executable, "-m", "mnist_arch.cli", "check", "--format", "json"]
     if timeout is not None:  # else the base's own table's (or its code's default) limit
         command += ["--timeout", f"{timeout:g}"]
+    # It is a child of ours, not a worker: on Linux it gets SIGTERM when this thread (waiting for it) or this
+    # process ends, SIGKILL included, and stops as a stopped `check` does, with its own workers.
     return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=ends_with_this_thread())
 
 
 def _base_models(proc: subprocess.Popen, ref: str) -> tuple[list[dict[str, Any]], str | None]:
@@ -399,10 +403,14 @@ def diff_against(ref: str, cwd: str | Path | None = None, timeout: float | None 
         try:
             head = head_models(cwd, timeout)  # while the base side runs
             base, note = _base_models(proc, ref)
-        finally:
+        finally:  # stopped (a signal, Ctrl-C) or failed: the base check stops too, its workers with it
             if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+                proc.terminate()
+                try:
+                    proc.communicate(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
     return Diff(ref, commit, compare(base, head), note, allow_rule_changes)
 
 

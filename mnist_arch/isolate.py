@@ -124,6 +124,36 @@ def _prctl(option: int, value: int) -> None:
         pass
 
 
+def ends_with_this_thread(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` for `subprocess.Popen`, on Linux: the child gets `sig` when the thread that starts it ends
+    (PR_SET_PDEATHSIG, kept across exec; the judge's death by SIGKILL included), and a child whose starter is
+    already gone ends at once. Start it from a thread that lasts at least as long as the child should. None
+    where there is no prctl (macOS). prctl is looked up here, in the parent: the forked child only calls it."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the starter died before prctl: nobody will send the signal
+            os._exit(128 + int(sig))
+
+    return preexec
+
+
+def end_with_parent(sig: int = signal.SIGTERM) -> None:
+    """This process gets `sig` when the thread of its parent that started it ends, on Linux (an xdist worker of
+    a pytest run that was killed); at once if the parent is already gone. Nothing elsewhere (macOS)."""
+    parent = os.getppid()
+    _prctl(_PR_SET_PDEATHSIG, int(sig))
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+
+
 def guard_fork_server() -> None:
     """The fork server, first thing (`mnist_arch._forkserver`), on Linux: when the judge's thread that started
     it ends (PR_SET_PDEATHSIG; `_start_server` starts it from a thread that lasts as long as the judge), or

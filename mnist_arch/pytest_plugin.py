@@ -35,6 +35,7 @@ torch nor the engine at import time; they load when a `[tool.mnist-arch]` table 
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -74,6 +75,8 @@ def pytest_configure(config):
                                        "asked for (pytest -m rule, or --mnist-arch-rule)")
     config._mnist_arch = _STATE["current"] = {"file": _project_file(config), "collected": False, "training": []}
     table = config._mnist_arch["file"]
+    if table is not None:
+        _stop_on_sigterm(config)
     if table is None or any("::" in arg for arg in config.args):
         return  # no table, or single tests were selected by node id
     folder = table.parent.resolve()
@@ -140,6 +143,89 @@ def pytest_runtest_logreport(report):
     state["collected"] = True
     if report.when == "call":
         state["training"] += [value for key, value in report.user_properties if key == "mnist_arch_training"]
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in pytest's main thread by SIGTERM (`_stop_on_sigterm`), after every model was killed: pytest's own
+    Ctrl-C path runs (fixture teardown, its summary, --junitxml) and shows this line; the run exits 143."""
+
+
+def _stop_on_sigterm(config) -> None:
+    """In a run whose project declares models: SIGTERM, to pytest's PID alone too, kills every worker (with what
+    its model started) and every xdist worker of this run, and stops pytest as Ctrl-C does; a second SIGTERM ends
+    it at once. Only where SIGTERM still has its default action (nobody else handles it) and pytest runs in the
+    main thread; `pytest_unconfigure` puts the default back. An xdist worker also gets SIGTERM when its
+    controller dies, SIGKILL included (Linux). docs/stopping.md."""
+    import signal
+    import threading
+
+    from mnist_arch.isolate import end_with_parent, stop_all
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return
+
+    def stop(signum, _frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop_all()
+        config._mnist_arch["stopped"] = signum
+        raise Stopped("pytest stopped by SIGTERM, and every model it was running with it")
+
+    signal.signal(signal.SIGTERM, stop)
+    config._mnist_arch["sigterm"] = stop
+    if hasattr(config, "workerinput"):
+        end_with_parent(signal.SIGTERM)
+
+
+def pytest_keyboard_interrupt(excinfo):
+    """Ctrl-C or SIGTERM (`Stopped`) on an xdist controller, also sent to its PID alone: its workers get SIGTERM now
+    (`_stop_on_sigterm` there), not after the 5 s execnet's shutdown waits for them before it interrupts them."""
+    import signal
+
+    state = _STATE.get("current")
+    if state is None or state["file"] is None:
+        return
+    for pid in _xdist_workers():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+def _xdist_workers() -> list[int]:
+    """This process's children that are xdist workers (execnet's popen gateways: their command line is its
+    bootstrap line), from /proc on Linux; none elsewhere."""
+    try:
+        from execnet.gateway_io import popen_bootstrapline
+    except ImportError:
+        return []
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                parent = int(stat.read().rpartition(b")")[2].split()[1])
+            if parent == me:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if popen_bootstrapline.encode() in cmdline.read():
+                        found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """A run stopped by SIGTERM exits 128 + 15, as a shell reports a process the signal ended."""
+    state = getattr(session.config, "_mnist_arch", None)
+    if state and state.get("stopped"):
+        session.exitstatus = 128 + state["stopped"]
+
+
+def pytest_unconfigure(config):
+    import signal
+
+    state = getattr(config, "_mnist_arch", None)
+    if state and state.get("sigterm") is not None and signal.getsignal(signal.SIGTERM) is state["sigterm"]:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 _STATE: dict = {}  # the run's state (one pytest run per process), read by the hooks above and below

@@ -5,7 +5,8 @@ the process tree below the command is recorded from /proc (the resource tracker,
 worker, the model's `sleep`s, whose pids the model writes down: one has left the worker's session and
 been orphaned, so only a subreaper keeps it below the worker), the command gets
 SIGKILL, SIGTERM or SIGINT, and within 2 s none of the recorded processes may run (a zombie that nobody
-reaps has ended)."""
+reaps has ended). The same for pytest under xdist (the models run in its workers), and for `diff`, whose
+base side is a `check` of its own, a child process that is not a worker."""
 
 import os
 import signal
@@ -117,6 +118,7 @@ def _argv(command: str, mnist: Path | None) -> list[str]:
                   "0.01", "--timeout", "600"],
         "train": [str(EXE), "train", "subject", "--data-dir", str(mnist), "--timeout", "600"],
         "pytest": [*PYTEST],
+        "pytest-xdist": [*PYTEST, "-n", "2"],  # each xdist worker judges a model
         "pytest-train": [*PYTEST, "--mnist-arch-data", str(mnist)],
     }[command]
 
@@ -130,7 +132,8 @@ SIGINT_AS_IN_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; "
 # The exit status and the line each stop leaves: ours in the CLI, pytest's own under pytest.
 CLI_STOPPED = {signal.SIGKILL: (-9, ""), signal.SIGTERM: (143, "mnist-arch: stopped by SIGTERM"),
                signal.SIGINT: (130, "mnist-arch: stopped by SIGINT")}
-PYTEST_STOPPED = {signal.SIGKILL: (-9, ""), signal.SIGTERM: (-15, ""), signal.SIGINT: (2, "KeyboardInterrupt")}
+PYTEST_STOPPED = {signal.SIGKILL: (-9, ""), signal.SIGTERM: (143, "Stopped: pytest stopped by SIGTERM"),
+                  signal.SIGINT: (2, "KeyboardInterrupt")}
 
 
 @pytest.mark.parametrize("command, sig", [
@@ -139,12 +142,13 @@ PYTEST_STOPPED = {signal.SIGKILL: (-9, ""), signal.SIGTERM: (-15, ""), signal.SI
     ("summary", signal.SIGTERM), ("bench", signal.SIGINT),
     ("pytest", signal.SIGKILL), ("pytest", signal.SIGTERM), ("pytest", signal.SIGINT),
     ("pytest-train", signal.SIGINT),
+    ("pytest-xdist", signal.SIGKILL), ("pytest-xdist", signal.SIGTERM), ("pytest-xdist", signal.SIGINT),
 ])
 def test_a_killed_command_leaves_nothing_running(tmp_path, request, command, sig):
     trains = command.endswith("train")
     mnist = request.getfixturevalue("mnist_root") if trains else None
     folder = _project(tmp_path, trains)
-    sleeps = 4 if command in ("check", "pytest") else 2  # two per worker
+    sleeps = 4 if command in ("check", "pytest", "pytest-xdist") else 2  # two per worker
     out, err = (folder / "out.txt").open("w+"), (folder / "err.txt").open("w+")
     pidfile = folder / "pids.txt"
     env = {**os.environ, "MNIST_ARCH_TEST_PIDFILE": str(pidfile)}
@@ -167,8 +171,9 @@ def test_a_killed_command_leaves_nothing_running(tmp_path, request, command, sig
         os.kill(proc.pid, sig)
         # The worker and all below it (the model's processes): 2 s after the signal. The command too, where it
         # is ours; pytest's own Ctrl-C handling (its report, its plugins' hooks) takes its own time, and the
-        # fork server and resource tracker may wait for it, 2 s at most after it has ended.
-        left = _gone_within(2, tree, deepest=0 if command in CLI else 2)
+        # fork server and resource tracker may wait for it, 2 s at most after it has ended. Under xdist, the
+        # workers (pytest processes) are one level deeper, and so are the models' workers.
+        left = _gone_within(2, tree, deepest=0 if command in CLI else 3 if command == "pytest-xdist" else 2)
         assert not left, f"still running 2 s after {sig.name} to {command}: {_states(left)}; recorded: {tree}"
         proc.wait(30)
         left = _gone_within(2, tree)
@@ -185,3 +190,58 @@ def test_a_killed_command_leaves_nothing_running(tmp_path, request, command, sig
         proc.wait()
         out.close()
         err.close()
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=test@example.com", "-c", "user.name=test", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_a_killed_diff_leaves_its_base_check_running_nothing(tmp_path, sig):
+    """`diff`'s base side is a `check` of its own, a child process and not a worker: at a base whose model hangs,
+    it ends with `diff` however `diff` ends, with its workers and what their models started. The working tree's
+    model does not hang (the same class in eval mode), so `diff` waits for the base alone."""
+    _project(tmp_path, train=False)
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(name="subject", attr="SpawnsAndHangs", train=""))
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "nets.py", "pyproject.toml")
+    _git(tmp_path, "commit", "-q", "-m", "base")
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT.format(name="subject", attr="SpawnsAndTrains", train=""))
+    out, err = (tmp_path / "out.txt").open("w+"), (tmp_path / "err.txt").open("w+")
+    pidfile = tmp_path / "pids.txt"
+    env = {**os.environ, "MNIST_ARCH_TEST_PIDFILE": str(pidfile)}
+    proc = subprocess.Popen([*SIGINT_AS_IN_A_TERMINAL, str(EXE), "diff", "--base", "HEAD", "--timeout", "600"],
+                            cwd=tmp_path, stdout=out, stderr=err, start_new_session=True, env=env)
+    tree: dict[int, tuple[int, bytes, str]] = {}
+    try:
+        end = time.monotonic() + 180
+        while not pidfile.exists() or pidfile.read_text().count("\n") < 2:  # the base's model runs
+            assert proc.poll() is None and time.monotonic() < end, (
+                f"diff ended (or never ran the base's model): {proc.returncode}\n{Path(out.name).read_text()}"
+                f"{Path(err.name).read_text()}")
+            time.sleep(0.2)
+        tree = _tree(proc.pid)
+        for pid in map(int, pidfile.read_text().split()):
+            stat = _stat(pid)
+            tree[pid] = (4, SLEEP, stat[2] if stat else "")
+        base = [pid for pid, (depth, cmdline, _) in tree.items() if depth == 1 and b"mnist_arch.cli\0check" in cmdline]
+        # the base check, its resource tracker, fork server and worker, the sleeps
+        assert len(base) == 1 and sum(depth >= 1 for depth, _, _ in tree.values()) >= 4 + 2, tree
+        os.kill(proc.pid, sig)
+        left = _gone_within(2, tree)
+        assert not left, f"still running 2 s after {sig.name} to diff: {_states(left)}; recorded: {tree}"
+        proc.wait(30)
+        code, line = CLI_STOPPED[sig]
+        assert proc.returncode == code
+        said = Path(out.name).read_text() + Path(err.name).read_text()
+        assert line in said and "Traceback" not in said, said
+    finally:
+        for pid in _running(tree):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        out.close()
+        err.close()
+        subprocess.run(["git", "worktree", "prune"], cwd=tmp_path, capture_output=True)
