@@ -76,6 +76,7 @@ from mnist_arch.isolate import phase
 from mnist_arch.spec import MNIST_MEAN_STD, Recipe
 from mnist_arch.trace import example_input
 from mnist_arch.train import (
+    choose_layout,
     fit_recipe,
     make_optimizer,
     model_input,
@@ -343,6 +344,9 @@ def prepare_train_step(model: str | nn.Module | Subject, batch_size: int | None 
     batch_size = batch_size or recipe.batch_size
     # the recipe's memory layout and weight dtype, as it trains
     net = recipe_call("precision", recipe, prepare_model, net, recipe, dev).train()
+    if shape[0] == 1:  # the layout the trainer chooses where the recipe leaves it open (MNIST's one channel)
+        net, recipe, chosen = choose_layout(net, recipe, torch.zeros(2, *shape[1:], dtype=torch.uint8, device=dev))
+        setting += chosen
     optimizer = recipe_call("optimizer", recipe, make_optimizer, net, recipe)
     generator = torch.Generator().manual_seed(seed)
     x = model_input(torch.rand(batch_size, *shape, generator=generator).to(dev), recipe)

@@ -78,7 +78,9 @@ class Recipe:
     # used only where the device computes bf16 natively; elsewhere the recipe trains in fp32, with
     # `fp32_changes` applied (see `mnist_arch.train.fit_recipe`).
     precision: str = "fp32"
-    channels_last: bool = False  # NHWC weights and inputs: faster convolutions on the CPU (oneDNN)
+    # NHWC weights and inputs: faster convolutions on the CPU (oneDNN). None: the trainer decides
+    # (`mnist_arch.train.choose_layout`: channels_last on a CPU with oneDNN where the model runs in it).
+    channels_last: bool | None = None
     threshold_note: str = ""  # where min_accuracy comes from
     # Fields that change where a bf16 recipe trains in fp32 (a CPU without native bf16): a smaller
     # train_subset that keeps the tier's time, and the min_accuracy and threshold_note of its fp32 seeds.
