@@ -467,7 +467,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recip
         total_loss += loss.item() * len(out)
         predictions.append(out.argmax(1))
     predictions = torch.cat(predictions)
-    return total_loss / len(images), (predictions == labels).float().mean().item(), predictions
+    # The share as an exact count over the set: a float32 mean rounds 9930/10000 to 0.99299997, just under a
+    # threshold of 0.993 that the count meets.
+    return total_loss / len(images), (predictions == labels).sum().item() / len(labels), predictions
 
 
 def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "model", recipe_name: str = "",

@@ -437,3 +437,25 @@ def test_what_asks_for_the_rule_items(option, markexpr, kept):
     config, items = _Config(option, markexpr), [_Item(False), _Item(True)]
     pytest_collection_modifyitems(config, items)
     assert len(items) == kept and len(config.hook.deselected) == 2 - kept
+
+
+def test_an_accuracy_exactly_at_the_threshold_meets_it():
+    """9,930 of 10,000 right is 0.993, not the float32 mean's 0.99299997 that would miss a 0.993 threshold."""
+    import torch
+    from torch import nn
+
+    from mnist_arch.runs import Epoch, judge_rule
+    from mnist_arch.spec import Recipe
+    from mnist_arch.train import evaluate
+
+    class AlwaysZero(nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 10).index_fill_(1, torch.tensor([0]), 1.0)
+
+    labels = torch.zeros(10_000, dtype=torch.long)
+    labels[:70] = 1
+    recipe = Recipe(epochs=1, batch_size=100, optimizer="sgd", lr=0.1, min_accuracy=0.993)
+    _, accuracy, _ = evaluate(AlwaysZero(), torch.zeros(10_000, 28, 28, dtype=torch.uint8), labels, recipe)
+    assert accuracy == 0.993
+    held = [Epoch(1, 0.1, 0.99, 0.1, accuracy, 0.1, 1.0)]
+    assert judge_rule(held, threshold=0.993, epochs=1, consecutive=1).passed
