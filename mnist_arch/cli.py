@@ -288,6 +288,10 @@ def _cmd_tune(args) -> int:
     elif args.write:
         print(f"\nmnist-arch tune: --write: nothing written to {project.path}, no trial met the rule",
               file=sys.stderr)
+    if isinstance(outcome.stop, _Stopped):  # a stop signal: its one line and 128 + the signal, as every command
+        print(f"mnist-arch tune: the finished trials are kept in {outcome.storage}; run the same command again to "
+              "continue the study.", file=sys.stderr)
+        raise outcome.stop
     if outcome.interrupted:
         raise MnistArchError(f"interrupted: the finished trials are kept in {outcome.storage}; run the same command "
                              "again to continue the study.")
@@ -588,8 +592,9 @@ def _quiet_on_closed_pipe(func: Callable[[], int]) -> int:
 # --- stop signals: a stopped command leaves no model running ------------------------------------
 
 
-class _Stopped(BaseException):
-    """Raised in the main thread by SIGTERM or SIGINT (`_stop_on_signals`)."""
+class _Stopped(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM or SIGINT (`_stop_on_signals`): a KeyboardInterrupt, so that code
+    which cleans up on Ctrl-C (tune marks its running trials failed) does so for either signal."""
 
 
 def _stop_on_signals() -> None:

@@ -403,6 +403,11 @@ def stop_all() -> None:
         worker.kill()
 
 
+def is_stopping() -> bool:
+    """Whether this process is being stopped (`stop_all`): a caller's loop starts nothing new."""
+    return _stopping > 0
+
+
 @contextmanager
 def stopping() -> Iterator[None]:
     """`stop_all` while it lasts (then workers may start again): for a caller whose threads must not wait

@@ -413,6 +413,7 @@ class Outcome:
     seeds: list[dict[str, Any]] = field(default_factory=list)
     table: str = ""  # the best recipe as the TOML table to paste
     interrupted: bool = False
+    stop: BaseException | None = None  # what interrupted it (Ctrl-C, a stop signal), for the face to end with
 
     @property
     def near_chance(self) -> bool:
@@ -552,9 +553,9 @@ class Study:
             if outcome.passed and self.settings.seeds:
                 outcome.seeds = self.rerun_seeds(outcome.best)
             return outcome
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:  # Ctrl-C, and the command line's stop signals (SIGTERM, SIGINT)
             outcome = self.outcome()
-            outcome.interrupted = True
+            outcome.interrupted, outcome.stop = True, stop
             return outcome
         except Exception as exc:  # the storage went away mid-study (a database restarted, a disk filled up)
             if not type(exc).__module__.startswith(("optuna", "sqlalchemy", "psycopg")):
@@ -607,7 +608,9 @@ class Study:
             worker.close(kill=True)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        from mnist_arch.isolate import is_stopping
+
+        while not self._stop.is_set() and not is_stopping():
             trial = self.claim()
             if trial is None:
                 return
@@ -669,10 +672,13 @@ class Study:
             self.say(f"tune {self.name}: trial {trial.number} pruned: {pruned.reason}")
             return
         except MnistArchError as exc:
-            reason = "interrupted (Ctrl-C): re-run the same command to continue" if self._stop.is_set() else str(exc)
+            from mnist_arch.isolate import is_stopping
+
+            stopped = self._stop.is_set() or is_stopping()  # a stop signal kills the workers before Ctrl-C's path
+            reason = "interrupted (Ctrl-C): re-run the same command to continue" if stopped else str(exc)
             trial.set_user_attr("reason", reason)
             self.study.tell(trial, state=state.FAIL)
-            if not self._stop.is_set():
+            if not stopped:
                 self._failed(reason)
                 self.say(f"tune {self.name}: trial {trial.number} failed: {reason}")
             return

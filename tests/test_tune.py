@@ -240,18 +240,20 @@ def test_a_study_resumes_after_its_process_is_killed(tmp_path, mnist_root):
     assert len(finished(rows)) == 3 and "RUNNING" not in states(rows)
 
 
-def test_ctrl_c_fails_the_running_trial_exits_2_and_the_same_command_continues(tmp_path, mnist_root):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_fails_the_running_trial_and_the_same_command_continues(tmp_path, mnist_root, sig):
     folder = repo(tmp_path, sleep=0.02)
     journal = folder / ".mnist-arch" / "tune.journal"
     proc = start(folder, mnist_root, "--trials", "2", "--no-seeds")
     victim = wait_for(lambda t: t.state.name == "RUNNING" and "worker_pid" in t.user_attrs, journal, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, err
-    assert "mnist-arch tune: interrupted: the finished trials are kept in" in err and "Traceback" not in err, err
+    assert proc.returncode == 128 + sig, err  # as every command stopped by a signal (docs/stopping.md)
+    assert "mnist-arch tune: the finished trials are kept in" in err and "Traceback" not in err, err
+    assert f"mnist-arch: stopped by {sig.name}" in err, err
     rows = trials(journal)
     assert rows[victim.number].state.name == "FAIL" and "interrupted" in rows[victim.number].user_attrs["reason"]
-    assert "RUNNING" not in states(rows)
+    assert "RUNNING" not in states(rows) and len(rows) == 1, states(rows)  # no trial started while it stopped
     done = run(folder, mnist_root, "--trials", "2", "--no-seeds")
     assert done.returncode == 0, done.stderr
     assert len(finished(trials(journal))) == 2
