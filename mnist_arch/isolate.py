@@ -177,7 +177,9 @@ def _end_fork_server(_signum, _frame) -> None:
 
 
 def _below(pid: int) -> set[int]:
-    """The processes descended from `pid`, zombies left out: from /proc on Linux, none elsewhere."""
+    """The processes descended from `pid`, from /proc on Linux (none elsewhere), walked through zombies too: a
+    worker killed a moment ago may show as a zombie while its threads still exit, its children still below it;
+    skipping it left them out, and they went to init once the server had ended (a kill is a no-op on a zombie)."""
     children: dict[int, list[int]] = {}
     try:
         entries = os.listdir("/proc")
@@ -191,7 +193,7 @@ def _below(pid: int) -> set[int]:
                 fields = stat.read().rpartition(b")")[2].split()  # after "pid (comm)": state, ppid, ...
         except OSError:
             continue
-        if fields and fields[0] not in (b"Z", b"X"):
+        if len(fields) > 1:
             children.setdefault(int(fields[1]), []).append(int(entry))
     found, todo = set(), [pid]
     while todo:
