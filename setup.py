@@ -1,18 +1,13 @@
 """The package index shows README.md, where a relative link ([docs/ci.md](docs/ci.md)) leads nowhere. Everything
 else is declared in pyproject.toml; this file only gives setuptools the README with each relative link made
-absolute: the file in the repository (`Source` in [project.urls]) at this version's tag.
+absolute (the file in the repository at this version's tag), and the project URLs, both made from
+`mnist_arch.REPOSITORY`, the one place mnist-arch's GitHub owner and name are written.
 """
 
 import re
-import sys
 from pathlib import Path
 
 from setuptools import setup
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 HERE = Path(__file__).resolve().parent
 LINK = re.compile(r"(\]\()([^)\s]+)(\))")  # [text](target) and ![alt](target)
@@ -32,14 +27,26 @@ def absolute_links(markdown: str, source: str, version: str) -> str:
     return LINK.sub(absolute, markdown)
 
 
-def version() -> str:
-    """mnist_arch.__version__, read without importing the package (the same line setuptools reads)."""
+def _setting(name: str) -> str:
+    """A string setting of mnist_arch/__init__.py, read without importing the package (and torch)."""
     text = (HERE / "mnist_arch" / "__init__.py").read_text(encoding="utf-8")
-    return re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE)[1]
+    return re.search(rf'^{name} = "([^"]+)"', text, re.MULTILINE)[1]
+
+
+def version() -> str:
+    """mnist_arch.__version__ (the same line setuptools reads)."""
+    return _setting("__version__")
+
+
+def project_urls(repository: str) -> dict[str, str]:
+    """[project.urls] of the GitHub repository `repository` (owner/name)."""
+    home = f"https://github.com/{repository}"
+    return {"Homepage": home, "Documentation": f"{home}#readme", "Source": home, "Issues": f"{home}/issues",
+            "Changelog": f"{home}/releases"}
 
 
 if __name__ == "__main__":
-    project = tomllib.loads((HERE / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    urls = project_urls(_setting("REPOSITORY"))
     readme = (HERE / "README.md").read_text(encoding="utf-8")
-    setup(long_description=absolute_links(readme, project["urls"]["Source"], version()),
-          long_description_content_type="text/markdown")
+    setup(long_description=absolute_links(readme, urls["Source"], version()),
+          long_description_content_type="text/markdown", project_urls=urls)

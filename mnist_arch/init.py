@@ -480,12 +480,12 @@ def ci_source(action: str | None = None, requirement: str | None = None) -> CiSo
         return _pinned_action(action)
     if requirement:
         if not _REQUIREMENT.fullmatch(requirement.strip()):
-            from mnist_arch import __version__
+            from mnist_arch import REPOSITORY, __version__
 
             raise MnistArchError(f"--requirement {requirement!r} is not a pip requirement init can write into the "
                                  "workflow: use letters, digits, spaces and @+:/._=<>!~,[]- only, e.g. "
                                  f"mnist-arch=={__version__} or "
-                                 f"\"mnist-arch @ git+https://github.com/OWNER/mnist-arch@v{__version__}\".")
+                                 f"\"mnist-arch @ git+https://github.com/{REPOSITORY}@v{__version__}\".")
         return CiSource(requirement=requirement.strip())
     return _installed_source()
 
@@ -494,8 +494,10 @@ def _pinned_action(action: str) -> CiSource:
     """OWNER/REPO@REF with REF a commit, or a tag or branch that `git ls-remote` finds on GitHub (its commit)."""
     match = _ACTION.fullmatch(action.strip())
     if not match:
+        from mnist_arch import REPOSITORY, __version__
+
         raise MnistArchError(f"--action {action!r} is not OWNER/REPO@REF: give the GitHub repository of mnist-arch "
-                             "and a tag, branch or commit, e.g. --action OWNER/mnist-arch@v0.1.0.")
+                             f"and a tag, branch or commit, e.g. --action {REPOSITORY}@v{__version__}.")
     repo, ref = match["repo"], match["ref"]
     if _COMMIT.fullmatch(ref):
         return CiSource(action=f"{repo}@{ref}")
@@ -519,7 +521,7 @@ def _pinned_action(action: str) -> CiSource:
 def _installed_source() -> CiSource:
     """This installation's source when CI can use it: the action at the GitHub commit a git URL installed, that
     URL and commit for pip (elsewhere), or this version from an index; else an error that asks for one."""
-    from mnist_arch import __version__
+    from mnist_arch import REPOSITORY, __version__
 
     try:
         dist = metadata.distribution("mnist-arch")
@@ -538,9 +540,9 @@ def _installed_source() -> CiSource:
         return CiSource(requirement=f"mnist-arch=={dist.version}")
     raise MnistArchError(
         f"mnist-arch is installed here from {direct.get('url', 'an unknown place')}, so init cannot tell where your "
-        "CI should get it. Give --action OWNER/mnist-arch@TAG (mnist-arch's GitHub Action: it installs mnist-arch "
+        f"CI should get it. Give --action {REPOSITORY}@TAG (mnist-arch's GitHub Action: it installs mnist-arch "
         "from its own repository, pinned to that tag's commit) or --requirement SPEC (what pip installs in CI, e.g. "
-        f"\"mnist-arch @ git+https://github.com/OWNER/mnist-arch@v{__version__}\", or mnist-arch=={__version__} "
+        f"\"mnist-arch @ git+https://github.com/{REPOSITORY}@v{__version__}\", or mnist-arch=={__version__} "
         "once it is on PyPI). Nothing was written.")
 
 

@@ -45,13 +45,13 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from mnist_arch.errors import MnistArchError
+from mnist_arch.isolate import DEFAULT_TIMEOUT
 from mnist_arch.loader import is_file_target, resolve_target
 from mnist_arch.spec import Spec, check_table, parse_recipe_fields, parse_rule_fields, parse_seconds, parse_spec_fields
 
 TABLE = "tool.mnist-arch"
 #: The environment variable that names the folder holding MNIST/raw/ (`mnist_root`).
 DATA_ENV = "MNIST_ARCH_DATA"
-DEFAULT_TIMEOUT = 120.0
 DEFAULT_TRAIN_TIMEOUT = 1800.0
 DEFAULT_BENCH_BATCH_SIZES = (1, 64)
 #: Quick-training defaults for a [tool.mnist-arch.models.NAME.train] table: one epoch of Adam at batch 128.

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_arch import __version__
+from mnist_arch import REPOSITORY, __version__
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -150,7 +150,8 @@ def test_the_metadata_is_complete(wheel):
     assert meta["License-Expression"] == "MIT" and meta["License-File"] == "LICENSE"
     urls = dict(value.split(", ", 1) for value in meta.get_all("Project-URL"))
     assert {"Homepage", "Source", "Issues", "Documentation", "Changelog"} <= set(urls), urls
-    assert all(url.startswith("https://github.com/") for url in urls.values()), urls
+    # made by setup.py from mnist_arch.REPOSITORY, the one place the repository is written (tests/test_docs.py)
+    assert all(url.startswith(f"https://github.com/{REPOSITORY}") for url in urls.values()), urls
     classifiers = meta.get_all("Classifier")
     assert "Framework :: Pytest" in classifiers and "Programming Language :: Python :: 3" in classifiers
     assert meta["Requires-Python"] == ">=3.10" and any(r.startswith("torch>=") for r in meta.get_all("Requires-Dist"))

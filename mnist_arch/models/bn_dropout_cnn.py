@@ -1,6 +1,7 @@
 """bn_dropout_cnn: 19,576 parameters, five conv blocks with BatchNorm and Dropout(0.15), FC head 288-30-10.
 
-Reference: ../shared/reference/002_*.txt (99.38% final, 99.40% best test accuracy; AdamW + OneCycleLR).
+Reference: course README `002_*.txt` (docs/architectures.md): 99.38% final, 99.40% best test
+accuracy; AdamW + OneCycleLR.
 """
 
 import torch.nn as nn

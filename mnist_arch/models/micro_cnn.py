@@ -1,6 +1,6 @@
 """micro_cnn: 9,594 parameters, three conv blocks with BatchNorm after every conv, Linear 16-10, LogSoftmax.
 
-Reference: ../shared/reference/004_*.txt (99.64% test accuracy in 10 epochs, Adagrad + OneCycleLR).
+Reference: course README `004_*.txt` (docs/architectures.md) (99.64% test accuracy in 10 epochs, Adagrad + OneCycleLR).
 """
 
 import torch.nn as nn

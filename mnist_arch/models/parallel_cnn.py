@@ -1,6 +1,6 @@
 """parallel_cnn: a conv stem, two parallel conv branches joined, two sequential wide convs, FC 1000-500-10.
 
-Reference: ../shared/reference/000_*.txt gives only a layer table (name and output dimension). The
+Reference: course README `000_*.txt` (docs/architectures.md) gives only a layer table (name and output dimension). The
 reading implemented here, the most faithful one we found:
 
     conv1    3x3 conv, padding 1, 1 -> 32 channels, ReLU            28x28x32

@@ -1,6 +1,6 @@
 """slim_cnn: 9,956 parameters, two Conv-BN-ReLU-MaxPool blocks and a dropout FC head ending in Softmax.
 
-Reference: ../shared/reference/001_*.txt (98.04% test accuracy after 150 epochs of SGD).
+Reference: course README `001_*.txt` (docs/architectures.md) (98.04% test accuracy after 150 epochs of SGD).
 The Softmax output is kept because the reference has it; the reference then trains it with
 CrossEntropyLoss, which applies log-softmax again. The engine's lint reports exactly that.
 """

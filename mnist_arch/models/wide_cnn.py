@@ -1,6 +1,6 @@
 """wide_cnn: 11,705,450 parameters, six 3x3/5x5 convs and a 4608-2048-1024-10 dropout head.
 
-Reference: ../shared/reference/003_*.txt, whose summary table fixes every layer's output shape and
+Reference: course README `003_*.txt` (docs/architectures.md), whose summary table fixes every layer's output shape and
 parameter count; the layer table below is that table row by row. The shapes fix two details the
 table's types leave open: the first conv (5x5, 832 parameters) keeps 26x26 only with padding 1, and
 the last pooling goes 13x13 -> 12x12, so it is a 2x2 max-pool with stride 1.
