@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from mnist_arch.trace import CONV_CALLS, Call, first_tensor
+from mnist_arch.trace import CONV_CALLS, Call, first_tensor, tensors_in
 
 #: The requirement words this module judges.
 HEAD_FEATURES = ("gap", "fc")
@@ -42,16 +42,6 @@ _SHAPE_ONLY = {"view_as", "reshape_as", "expand_as", "type_as"}
 _AVERAGES = ("avg_pool", "adaptive_avg_pool")
 #: Calls by which a branch's result scales a map: a gate (squeeze-excitation, attention).
 _GATES = {"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "addcmul", "div", "__truediv__"}
-
-
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return _tensors(list(value.values()))
-    return []
 
 
 def _is_map(t: torch.Tensor) -> bool:
@@ -85,32 +75,30 @@ def _covers(x: torch.Tensor, kernel: Any) -> bool:
     return all(isinstance(k, int) and k >= n for k, n in zip(kernel, x.shape[2:], strict=True))
 
 
+def _global_pool(call: Call, pool: str, reductions: tuple[str, ...]) -> bool:
+    """Whether `call` pools the whole map to one position: adaptive `pool` pooling to 1x1, a `pool` pooling whose
+    kernel covers the map, or one of `reductions` over exactly the spatial dims."""
+    x, out = call.input, first_tensor(call.out)
+    if x is None or out is None or x.dim() < 3:
+        return False
+    if call.name.startswith(f"adaptive_{pool}_pool"):
+        return all(s == 1 for s in out.shape[2:])
+    if call.name.startswith(f"{pool}_pool"):
+        return all(s == 1 for s in out.shape[2:]) and _covers(x, call.arg(1, "kernel_size"))
+    if call.name in reductions:
+        return _dims(call, x) == set(range(2, x.dim()))
+    return False
+
+
 def is_global_average_pool(call: Call) -> bool:
     """Adaptive average pooling to 1x1, an average pool covering the map, or a mean over exactly the spatial
     dims."""
-    x, out = call.input, first_tensor(call.out)
-    if x is None or out is None or x.dim() < 3:
-        return False
-    if call.name.startswith("adaptive_avg_pool"):
-        return all(s == 1 for s in out.shape[2:])
-    if call.name.startswith("avg_pool"):
-        return all(s == 1 for s in out.shape[2:]) and _covers(x, call.arg(1, "kernel_size"))
-    if call.name == "mean":
-        return _dims(call, x) == set(range(2, x.dim()))
-    return False
+    return _global_pool(call, "avg", ("mean",))
 
 
 def _is_other_global_pool(call: Call) -> bool:
-    x, out = call.input, first_tensor(call.out)
-    if x is None or out is None or x.dim() < 3:
-        return False
-    if call.name.startswith("adaptive_max_pool"):
-        return all(s == 1 for s in out.shape[2:])
-    if call.name.startswith("max_pool"):
-        return all(s == 1 for s in out.shape[2:]) and _covers(x, call.arg(1, "kernel_size"))
-    if call.name in ("amax", "max", "sum", "amin", "logsumexp"):
-        return _dims(call, x) == set(range(2, x.dim()))
-    return False
+    """A global pool that is no average (max, sum, ...): named in messages, never counted as GAP."""
+    return _global_pool(call, "max", ("amax", "max", "sum", "amin", "logsumexp"))
 
 
 def _whole_map_conv(call: Call, x: torch.Tensor) -> bool:
@@ -167,18 +155,18 @@ class _Flow:
     def __post_init__(self) -> None:
         for i, call in enumerate(self.calls):
             data_only = call.name in _WEIGHTED or call.name in _SHAPE_ONLY
-            read = _tensors(call.args[:1]) if data_only else _tensors((call.args, call.kwargs))
+            read = tensors_in(call.args[:1]) if data_only else tensors_in((call.args, call.kwargs))
             if call.name == "addmm":
-                read = _tensors(call.args[1:2])
+                read = tensors_in(call.args[1:2])
             seen = {id(t): t for t in read}.values()
             self.sources.append([(self.writer.get(id(t)), t) for t in seen])
             for p, _ in self.sources[-1]:
                 if p is not None:
                     self.consumers.setdefault(p, []).append(i)
-            written = _tensors(call.out)
+            written = tensors_in(call.out)
             if call.name == "__setitem__" or (call.name.endswith("_") and not call.name.endswith("__")):
-                written += _tensors(call.args[:1])  # in place
-            written += _tensors(call.kwargs.get("out"))
+                written += tensors_in(call.args[:1])  # in place
+            written += tensors_in(call.kwargs.get("out"))
             for t in written:
                 self.writer[id(t)] = i
 

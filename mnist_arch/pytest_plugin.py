@@ -304,20 +304,15 @@ class ModelNode(pytest.Collector):
         yield LoadItem.from_parent(self, name="load")
         for check_id in self.model.spec.check_ids():
             yield CheckItem.from_parent(self, name=check_id, check_id=check_id)
-        if "quick" in self.model.spec.recipes:
-            item = TrainingItem.from_parent(self, name="train.min_accuracy")
-            item.add_marker(pytest.mark.training)
-            missing = _training_unavailable(self.parent.data_root)
-            if missing:
-                item.add_marker(pytest.mark.skip(reason=missing))
-            yield item
-        if "rule" in self.model.spec.recipes:
-            item = RuleItem.from_parent(self, name="rule")
-            item.add_marker(pytest.mark.rule)
-            missing = _training_unavailable(self.parent.data_root)
-            if missing:
-                item.add_marker(pytest.mark.skip(reason=missing))
-            yield item
+        missing = _training_unavailable(self.parent.data_root)
+        for recipe, cls, name, marker in (("quick", TrainingItem, "train.min_accuracy", pytest.mark.training),
+                                          ("rule", RuleItem, "rule", pytest.mark.rule)):
+            if recipe in self.model.spec.recipes:
+                item = cls.from_parent(self, name=name)
+                item.add_marker(marker)
+                if missing:
+                    item.add_marker(pytest.mark.skip(reason=missing))
+                yield item
         if self.config.pluginmanager.hasplugin("benchmark"):
             for batch in self.parent.project.bench_batch_sizes:
                 yield pytest.Function.from_parent(self, name=f"forward[{batch}]", callobj=_forward_benchmark,

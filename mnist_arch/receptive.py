@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mnist_arch.trace import Call, example_input, first_tensor, record_calls
+from mnist_arch.trace import Call, example_input, first_tensor, record_calls, tensors_in
 
 # ---------------------------------------------------------------------------------------------
 # Results: plain picklable data
@@ -480,24 +480,14 @@ _SINGLE = {**{n: _conv for n in _CONVS}, **{n: _pool for n in _POOLS}, **{n: _ad
 _SEVERAL = {**{n: _elementwise for n in _ELEMENTWISE}, **{n: _matmul for n in _MATMUL}, **{n: _cat for n in _CAT}}
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    if isinstance(value, dict):
-        return _tensors(list(value.values()))
-    return []
-
-
 def _propagate(calls: list[Call], x: torch.Tensor) -> dict[int, _State | str]:
     """Receptive field (or the reason it is unknown) of every tensor made from `x`, by id."""
     k = x.dim() - 2
     states: dict[int, _State | str] = {
         id(x): _State((Axis(1, 1, 0),) * k, tuple(x.shape[2:]), tuple(range(2, x.dim())), (1,) * k)}
     for call in calls:
-        outs = _tensors(call.out)
-        read = list({id(t): t for t in _tensors((call.args, call.kwargs)) if id(t) in states}.values())
+        outs = tensors_in(call.out)
+        read = list({id(t): t for t in tensors_in((call.args, call.kwargs)) if id(t) in states}.values())
         if not outs or not read or call.name in _CREATION:
             continue
         tracked = [(t, states[id(t)]) for t in read]

@@ -43,6 +43,17 @@ def example_input(batch: int, input_shape: Iterable[int]) -> torch.Tensor:
     return torch.rand(batch, *input_shape, generator=generator)
 
 
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """Every tensor in a value (a tensor, or tensors nested in tuples, lists and dicts), in order."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors_in(v)]
+    if isinstance(value, dict):
+        return tensors_in(list(value.values()))
+    return []
+
+
 def first_tensor(value: Any) -> torch.Tensor | None:
     """The first tensor in a value (a tensor, or tensors nested in tuples, lists and dicts); None without one."""
     if isinstance(value, torch.Tensor):
