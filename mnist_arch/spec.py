@@ -352,9 +352,14 @@ def _augment(data: Mapping[str, Any], bad) -> Augment | None:
     return Augment(float(rotation), float(translate), (float(scale[0]), float(scale[1])), float(shear))
 
 
-def _check_optimizer_kwargs(kwargs: Mapping[str, Any], bad) -> None:
-    """The values of the optimizer settings a course recipe uses, checked here. Whether the optimizer takes them
-    is torch's to say: SGD's momentum given to Adam fails the run's set-up, as ours (`train.recipe_call`)."""
+def _check_optimizer_kwargs(optimizer: str, kwargs: Mapping[str, Any], bad) -> None:
+    """The values of the optimizer settings a course recipe uses, checked here, and SGD's own settings refused for
+    another optimizer (the user's slip, said when the table is read). Whether an optimizer takes any other
+    setting is torch's to say: that fails the run's set-up (`train.recipe_call`)."""
+    for key in ("momentum", "dampening", "nesterov"):
+        if key in kwargs and optimizer != "sgd":
+            raise bad(f"optimizer_kwargs.{key}", f"left out: it is SGD's setting, and optimizer = {optimizer!r} "
+                      "(Adam's momentum is betas = [0.9, 0.999]); or optimizer = \"sgd\"", kwargs[key])
     for key in ("momentum", "dampening"):
         if key in kwargs and not (_number(kwargs[key]) and 0 <= kwargs[key] < 1):
             raise bad(f"optimizer_kwargs.{key}", "a number from 0 to below 1, e.g. 0.9", kwargs[key])
@@ -430,7 +435,7 @@ def _recipe(data: Mapping[str, Any], where: str, defaults: Mapping[str, Any]) ->
         if key in _RECIPE_FLAGS and not isinstance(value, bool):
             raise bad(key, "true or false")
     merged = {**defaults, **{k: v for k, v in data.items() if k not in AUGMENT_FIELDS}}
-    _check_optimizer_kwargs(merged.get("optimizer_kwargs", {}), bad)
+    _check_optimizer_kwargs(merged.get("optimizer", "sgd"), merged.get("optimizer_kwargs", {}), bad)
     _check_schedule_kwargs(merged.get("schedule"), merged.get("schedule_kwargs", {}), bad)
     augment = _augment(data, bad)
     return Recipe(**merged, **({"augment": augment} if augment is not None else {}))

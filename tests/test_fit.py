@@ -267,7 +267,7 @@ PROJECT = """\
 model = "net.py:Net"
 [tool.mnist-arch.models.net.train]
 min_accuracy = 0.5
-optimizer_kwargs = { momentum = 0.9 }  # an SGD option: Adam does not take it
+optimizer_kwargs = { betas = 0.9 }  # Adam takes two betas: its constructor raises TypeError
 """
 
 NET = """\
@@ -291,7 +291,7 @@ def test_train_reports_our_failure_as_ours(refusing_project, mnist_root, capsys)
     code = main(["train", "net", "--device", "cpu", "--data-dir", str(mnist_root)])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "the recipe's optimizer ('adam' with {'momentum': 0.9}) raised TypeError: " in err
+    assert "the recipe's optimizer ('adam' with {'betas': 0.9}) raised TypeError: " in err
     assert "the model's code" not in err.replace("not the model's code", "") and "Traceback" not in err
 
 
@@ -312,7 +312,7 @@ def test_bench_reports_the_row_that_cannot_run_and_prints_the_others(refusing_pr
     assert "net             train   train" in captured.out and "error: mnist-arch's own set-up failed" \
         in captured.out
     assert "mnist-arch bench: Model net: the training step failed: mnist-arch's own set-up failed, not " \
-           "the model's code: the recipe's optimizer ('adam' with {'momentum': 0.9}) raised TypeError" \
+           "the model's code: the recipe's optimizer ('adam' with {'betas': 0.9}) raised TypeError" \
            in captured.err
 
 

@@ -221,6 +221,8 @@ SGD = RULE + 'optimizer = "sgd"\n'
      "true or false"),
     (SGD + "optimizer_kwargs = {nesterov = true}", "optimizer_kwargs.nesterov", "True",
      "false unless momentum is above 0 and dampening is 0"),
+    (RULE + 'optimizer = "adam"\noptimizer_kwargs = {momentum = 0.9}', "optimizer_kwargs.momentum", "0.9",
+     "left out: it is SGD's setting, and optimizer = 'adam'"),
 ])
 def test_each_rule_field_has_a_one_paragraph_error(tmp_path, rule, field, value, expected):
     message = declare(tmp_path, rule).error
