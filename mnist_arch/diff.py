@@ -181,7 +181,12 @@ def judge_gate(models: list[ModelDiff], ref: str) -> Gate:
         for check_id, check in head.items():
             was = base.get(check_id)
             if check.get("passed"):
-                if was is not None and not was.get("passed"):
+                if was is not None and not was.get("passed") and check.get("warning"):  # lint_errors no longer names it
+                    gate.rule_changes.append({
+                        "model": m.name, "change": "error made a warning", "id": check_id, "base": "error",
+                        "head": "warning", "message": f"{check_id} fails as an error at {ref} and is only a warning "
+                                                     f"in the {HEAD_LABEL} (lint_errors)"})
+                elif was is not None and not was.get("passed"):
                     gate.fixed.append(_finding(m.name, check))
             elif was is None or was.get("passed"):
                 gate.newly_failing.append(_finding(m.name, check))

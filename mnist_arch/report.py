@@ -22,7 +22,7 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "passed": self.passed, "measured": self.measured,
-                "expected": self.expected, "message": self.message}
+                "expected": self.expected, "message": self.message, "warning": self.warning}
 
 
 @dataclass

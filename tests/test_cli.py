@@ -11,7 +11,7 @@ import mnist_arch
 from mnist_arch.cli import main
 
 JSON_MODEL_KEYS = ["name", "params", "trainable_params", "mult_adds", "passed", "checks"]
-JSON_CHECK_KEYS = ["id", "passed", "measured", "expected", "message"]
+JSON_CHECK_KEYS = ["id", "passed", "measured", "expected", "message", "warning"]
 
 
 def run(capsys, *argv):

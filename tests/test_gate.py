@@ -360,6 +360,16 @@ def test_lints_and_unstable_counts_are_no_rules():
     assert [(c["id"], c["change"]) for c in gate.rule_changes] == [("require.fc", "rule dropped")]
 
 
+def test_a_lint_error_made_a_warning_is_a_rule_change_not_a_fix():
+    """The head drops "double_softmax" from lint_errors while the model still ends in softmax: the check passes
+    as a warning, which is the rule loosened, not the model fixed."""
+    base = [{"name": "m", "checks": [_check("lint.double_softmax", False)]}]
+    head = [{"name": "m", "checks": [{**_check("lint.double_softmax", True), "warning": True}]}]
+    diff = diff_module.Diff("main", "0" * 40, diff_module.compare(base, head))
+    assert [(c["id"], c["change"]) for c in diff.gate.rule_changes] == [("lint.double_softmax", "error made a warning")]
+    assert diff.gate.fixed == [] and not diff.passed
+
+
 def test_a_new_rule_the_head_fails_and_a_new_model_fail_the_gate():
     base = [{"name": "m", "checks": [_check("output_shape", True)]}]
     head = [{"name": "m", "checks": [_check("output_shape", True), _check("require.dropout", False)]},
