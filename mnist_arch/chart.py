@@ -150,14 +150,16 @@ def rule_markdown(result: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> st
 
 def _longest_streak(history: Sequence[Mapping[str, Any]], threshold: Any) -> list[Any]:
     """The epochs of the longest run in a row at or above `threshold` (the first, on a tie)."""
+    from mnist_arch.runs import in_a_row
+
     line = _percent(threshold)
-    best: list[Any] = []
-    run: list[Any] = []
-    for e in history:
-        accuracy = _percent(e.get("test_accuracy"))
-        run = run + [e.get("epoch")] if line is not None and accuracy is not None and accuracy >= line else []
-        best = run if len(run) > len(best) else best
-    return best
+    counts = in_a_row(line is not None and (a := _percent(e.get("test_accuracy"))) is not None and a >= line
+                      for e in history)
+    longest = max(counts, default=0)
+    if not longest:
+        return []
+    end = counts.index(longest) + 1
+    return [e.get("epoch") for e in history[end - longest : end]]
 
 
 def _inline(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -146,6 +146,15 @@ def _collapse_words(collapsed: dict) -> str:
             "(an MNIST class is about 10%)")
 
 
+def in_a_row(held: Iterable[bool]) -> list[int]:
+    """For each epoch in order, how many epochs in a row up to and including it held the threshold (0 where it
+    missed): the one count behind the rule's verdict, the epoch lines, the tables, tune and the chart."""
+    counts: list[int] = []
+    for ok in held:
+        counts.append(counts[-1] + 1 if ok and counts else 1 if ok else 0)
+    return counts
+
+
 def judge_rule(history: Sequence[Epoch], threshold: float, epochs: int, consecutive: int,
                collapsed: dict | None = None) -> RuleVerdict:
     """The rule on a run's epochs so far: it passes as soon as `consecutive` epochs in a row reach `threshold`
@@ -158,18 +167,19 @@ def judge_rule(history: Sequence[Epoch], threshold: float, epochs: int, consecut
             return RuleVerdict(False, True, f"the loss is not a number in epoch {e.epoch} (train loss {e.train_loss}, "
                                             f"test loss {e.test_loss}): the weights are lost, no later epoch can "
                                             "recover; a lower lr (or gradient clipping in the model) is the usual fix")
-    streak: list[int] = []
-    for e in history[:epochs]:
-        streak = streak + [e.epoch] if e.test_accuracy >= threshold else []
-        if len(streak) == consecutive:
-            if collapsed:
-                return RuleVerdict(False, True, _collapse_words(collapsed))
-            accuracies = ", ".join(f"{x.test_accuracy:.2%}" for x in history if x.epoch in streak)
-            span = f"epoch {streak[0]}" if consecutive == 1 else f"epochs {streak[0]}-{streak[-1]}"
-            return RuleVerdict(True, True, f"passed: {span} reached {threshold:.2%} ({accuracies})", tuple(streak))
-    ran = min(len(history), epochs)
-    if len(streak) + epochs - ran >= consecutive:
-        return RuleVerdict(False, False, f"running: {ran} of at most {epochs} epochs, {len(streak)} of "
+    judged = history[:epochs]
+    counts = in_a_row(e.test_accuracy >= threshold for e in judged)
+    if consecutive in counts:
+        end = counts.index(consecutive) + 1
+        streak = [e.epoch for e in judged[end - consecutive : end]]
+        if collapsed:
+            return RuleVerdict(False, True, _collapse_words(collapsed))
+        accuracies = ", ".join(f"{x.test_accuracy:.2%}" for x in history if x.epoch in streak)
+        span = f"epoch {streak[0]}" if consecutive == 1 else f"epochs {streak[0]}-{streak[-1]}"
+        return RuleVerdict(True, True, f"passed: {span} reached {threshold:.2%} ({accuracies})", tuple(streak))
+    ran, now = len(judged), (counts or [0])[-1]
+    if now + epochs - ran >= consecutive:
+        return RuleVerdict(False, False, f"running: {ran} of at most {epochs} epochs, {now} of "
                                          f"{consecutive} in a row at {threshold:.2%} so far")
     if collapsed:
         return RuleVerdict(False, True, _collapse_words(collapsed))
@@ -236,9 +246,7 @@ def epoch_line(name: str, history: Sequence[Epoch], epochs: int, threshold: floa
             f"{e.test_loss:.4f}  acc {e.test_accuracy:.2%}  lr {e.lr:.5f}  {e.seconds:.1f}s  elapsed "
             f"{duration(elapsed)}, {'at most ' if consecutive else ''}about {duration(left)} left")
     if consecutive is not None and threshold is not None:
-        streak = 0
-        for x in history:
-            streak = streak + 1 if x.test_accuracy >= threshold else 0
+        streak = in_a_row(x.test_accuracy >= threshold for x in history)[-1]
         line += f"  {'held' if streak else 'below'} {threshold:.2%} ({streak}/{consecutive} in a row)"
     return line
 
@@ -248,9 +256,8 @@ def rule_table(result: TrainResult) -> str:
     judged = result.judged()
     assert judged is not None and result.min_accuracy is not None and result.consecutive is not None
     lines = ["| epoch | test accuracy | train loss | held? | seconds |", "| ---: | ---: | ---: | --- | ---: |"]
-    streak = 0
-    for e in result.history:
-        streak = streak + 1 if e.test_accuracy >= result.min_accuracy else 0
+    counts = in_a_row(e.test_accuracy >= result.min_accuracy for e in result.history)
+    for e, streak in zip(result.history, counts, strict=True):
         held = f"yes ({min(streak, result.consecutive)}/{result.consecutive})" if streak else "no"
         lines.append(f"| {e.epoch} | {e.test_accuracy:.2%} | {e.train_loss:.4f} | {held} | {e.seconds:.1f} |")
     lines += ["", f"**{'PASS' if result.passed else 'FAIL'}**: {result.model} {result.verdict()}."]

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_arch.errors import MnistArchError
-from mnist_arch.runs import Epoch, duration, judge_rule
+from mnist_arch.runs import Epoch, duration, in_a_row, judge_rule
 
 if TYPE_CHECKING:
     from mnist_arch.jobs import TrainRequest
@@ -737,7 +737,7 @@ class Study:
 
     def progress(self, number: int, history: Sequence[Epoch]) -> None:
         e = history[-1]
-        held = sum(1 for _ in _streak(history, self.rule["threshold"]))
+        held = in_a_row(x.test_accuracy >= self.rule["threshold"] for x in history)[-1]
         left = self.time_left()
         line = (f"tune {self.name}: trial {number} epoch {e.epoch}/{self.rule['epochs']} test accuracy "
                 f"{e.test_accuracy:.2%} ({held}/{self.rule['consecutive']} in a row at {self.rule['threshold']:.2%}); "
@@ -800,13 +800,6 @@ class Study:
 
         self._parallel(worker, [()] * at_once)
         return [{"seed": s, **known[s]} for s in self.settings.seeds]
-
-
-def _streak(history: Sequence[Epoch], threshold: float) -> list[Epoch]:
-    streak: list[Epoch] = []
-    for e in history:
-        streak = streak + [e] if e.test_accuracy >= threshold else []
-    return streak
 
 
 def trial_row(t) -> dict[str, Any]:
