@@ -392,8 +392,9 @@ def _min_accuracy(text: str) -> float | str:
 def _add_init_parser(sub) -> None:
     p = sub.add_parser("init", help="declare a model in pyproject.toml and write the GitHub workflows",
                        description="Add a [tool.mnist-arch] table for one model to ./pyproject.toml (created, or "
-                                   "appended to byte for byte) and write .github/workflows/model_tests.yml and "
-                                   "model_tests_comment.yml at the top of the git repository.")
+                                   "appended to byte for byte) and write .github/workflows/model_tests.yml, "
+                                   "model_rule.yml and model_tests_comment.yml at the top of the git "
+                                   "repository.")
     p.add_argument("--model", required=True, metavar="PATH.py:ATTR",
                    help="the model: PATH.py:ATTR relative to this folder, or package.module:ATTR")
     p.add_argument("--name", metavar="NAME", help="its name in the table (default: ATTR in lower case)")
@@ -409,7 +410,7 @@ def _add_init_parser(sub) -> None:
     p.add_argument("--epochs", type=_count, metavar="N", help="epochs of that training (default 1)")
     p.add_argument("--rule-threshold", type=float, metavar="X",
                    help="the course's rule, a tier of its own: the test accuracy to hold (a fraction, e.g. 0.994); "
-                        "writes a [...rule] table with a usual course recipe, run by the workflow's rule job")
+                        "writes a [...rule] table with a usual course recipe, run by the workflow model_rule.yml")
     p.add_argument("--rule-epochs", type=_count, metavar="N", help="the rule's most epochs (default 15)")
     p.add_argument("--rule-consecutive", type=_count, metavar="K",
                    help="epochs in a row that must hold the threshold (default 3)")

@@ -5,7 +5,9 @@ appending to it without changing a byte of what is there) and writes, at the top
 
 - `.github/workflows/model_tests.yml`: pytest, the job summary (`check`, and `diff` on pull requests),
   the benchmarks, and on pull requests the report as an artifact;
-- `.github/workflows/model_tests_comment.yml`: posts that report as one sticky comment, from a
+- `.github/workflows/model_rule.yml`: the course's accuracy rule, weekly, on request and on pull requests
+  labelled `accuracy-rule` (a workflow of its own, so that model_tests.yml never runs with its check skipped);
+- `.github/workflows/model_tests_comment.yml`: posts both reports as one sticky comment, from a
   `workflow_run` that never runs the pull request's code (so it works for pull requests from forks).
 
 The workflow gets mnist-arch from this repository's GitHub Action pinned by commit (`--action OWNER/REPO@REF`,
@@ -15,7 +17,7 @@ writes the threshold rule's answer (mnist_arch.runs.rule_threshold). Workflows a
 that run tests are named in a note, never changed.
 
 `--rule-threshold` (with `--rule-epochs`, `--rule-consecutive`) declares the course's rule: a [...rule] table with
-a usual course recipe, for the rule tier and the workflow's rule job (docs/rule-ci.md).
+a usual course recipe, for the rule tier and model_rule.yml (docs/rule-ci.md).
 
 The templates live in `mnist_arch/templates/` (the install steps of each kind in `templates/steps/`); docs/ci.md
 explains them.
@@ -49,7 +51,7 @@ from mnist_arch.spec import parse_recipe_fields, parse_spec_fields
 
 TABLE = ("tool", "mnist-arch")
 #: The workflows init writes, under .github/workflows/ of the repository.
-WORKFLOWS = ("model_tests.yml", "model_tests_comment.yml")
+WORKFLOWS = ("model_tests.yml", "model_rule.yml", "model_tests_comment.yml")
 #: The hidden marker by which model_tests_comment.yml finds its own comment.
 COMMENT_MARKER = "<!-- mnist-arch-report -->"
 #: The badge's workflow, when the repository has no GitHub remote yet.
@@ -64,9 +66,9 @@ _REQUIREMENT = re.compile(r"[A-Za-z0-9 @+:/._=<>!~,\[\]-]+")  # what fits the wo
 _ACTION = re.compile(r"(?P<repo>[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+)@(?P<ref>[A-Za-z0-9._/-]+)")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _GITHUB = re.compile(r"https://github\.com/(?P<repo>[A-Za-z0-9-]+/[A-Za-z0-9._-]+?)(?:\.git)?/?")
-#: Where each job of model_tests.yml gets torch: the check job the CPU wheels (GitHub's runners have no GPU, and
-#: the CUDA wheels are gigabytes); the rule job those too, unless a repository variable names a CUDA index for
-#: the GPU runner another variable points it at (docs/rule-ci.md).
+#: Where each job gets torch: model_tests.yml's check job the CPU wheels (GitHub's runners have no GPU, and
+#: the CUDA wheels are gigabytes); model_rule.yml's rule job those too, unless a repository variable names a
+#: CUDA index for the GPU runner another variable points it at (docs/rule-ci.md).
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CHECK = {"__TORCH_WHEELS__": "CPU wheels", "__TORCH_INDEX__": CPU_TORCH_INDEX,
                "__TORCH_WHY__": "CPU-only torch and torchvision wheels: the runners have no GPU, and the CUDA "
@@ -327,7 +329,7 @@ def _table_text(name: str, declared: dict[str, Any], train: dict[str, Any], comm
         lines += ["", f"[tool.mnist-arch.models.{name}.rule]",
                   f"# The course's rule: {rule['threshold']:.2%} test accuracy held for {rule['consecutive']} "
                   f"epoch(s) in a row within {rule['epochs']}",
-                  f"# (`mnist-arch train {name} --tier rule`, `pytest -m rule`, the rule job of model_tests.yml). The",
+                  f"# (`mnist-arch train {name} --tier rule`, `pytest -m rule`, model_rule.yml). The",
                   "# recipe below is a usual course one (SGD with momentum, OneCycle, 7-degree rotation), a starting",
                   "# point that mnist-arch has not tuned for your model: write your notebook's own here.",
                   *(f"{key} = {_toml_value(value)}" for key, value in rule.items())]
@@ -367,7 +369,7 @@ def _tier_notes(name: str, train: dict[str, Any], rule: dict[str, Any]) -> list[
         notes.append(f"the rule tier ([tool.mnist-arch.models.{name}.rule]): {rule['threshold']:.2%} held for "
                      f"{rule['consecutive']} epoch(s) in a row within {rule['epochs']}, with a usual course recipe "
                      "that is yours to edit. It runs here with `mnist-arch train " + name + " --tier rule` or `pytest "
-                     "-m rule`, and in model_tests.yml's rule job weekly, on request and on pull requests labelled "
+                     "-m rule`, and in model_rule.yml weekly, on request and on pull requests labelled "
                      "accuracy-rule (docs/rule-ci.md: a GPU runner).")
     return notes
 

@@ -190,7 +190,8 @@ def test_init_in_a_subfolder_of_the_repository(tmp_path, source):
     assert not (top / "assignment-5" / ".github").exists()
     tests = workflow(top / ".github" / "workflows" / "model_tests.yml")
     job = tests["jobs"]["model-tests"]
-    for each in tests["jobs"].values():  # the check job and the rule job
+    rule = workflow(top / ".github" / "workflows" / "model_rule.yml")["jobs"]["rule"]
+    for each in (job, rule):  # the check job and the rule job
         assert each["defaults"]["run"]["working-directory"] == "assignment-5"
     install = next(s for s in job["steps"] if s.get("id") == "install")
     if source == SOURCE:  # the action installs in the project's folder and caches pip by its pyproject.toml
@@ -246,8 +247,8 @@ def test_init_declares_the_course_rule(tmp_path, args, rule):
                         "five one-epoch seeds: it catches breakage; the course rule is the rule tier."), proc.stdout
     assert notes[1].startswith(f"Note: the rule tier ([tool.mnist-arch.models.net.rule]): {rule['threshold']:.2%} "
                                f"held for {rule['consecutive']} epoch(s) in a row within {rule['epochs']}")
-    # The workflow has the rule job whether or not a rule is declared (a table added later is found by it).
-    assert "rule" in workflow(repo / ".github" / "workflows" / "model_tests.yml")["jobs"]
+    # model_rule.yml is written whether or not a rule is declared (a table added later is found by it).
+    assert "rule" in workflow(repo / ".github" / "workflows" / "model_rule.yml")["jobs"]
 
 
 def test_without_a_rule_init_says_where_the_course_rule_goes(tmp_path):
@@ -272,7 +273,7 @@ def test_init_refuses_to_overwrite(tmp_path):
     message = proc.stderr.strip()
     assert "\n" not in message and "Traceback" not in message, message
     assert "pyproject.toml already has a [tool.mnist-arch] table" in message
-    assert "model_tests.yml exists" in message and "model_tests_comment.yml exists" in message
+    assert all(f"{name} exists" in message for name in ("model_tests.yml", "model_rule.yml", "model_tests_comment.yml"))
     assert "--force" in message
     assert snapshot(repo) == before, "nothing written"
 
@@ -307,6 +308,29 @@ def test_force_replaces_the_table_and_keeps_the_rest(tmp_path):
     again = init(repo, *INIT_ARGS, "--force")
     assert again.returncode == 0, output(again)
     assert (repo / "pyproject.toml").read_bytes() == text, "--force twice: the same file"
+
+
+def test_force_moves_an_earlier_rule_job_into_its_own_workflow(tmp_path):
+    # An earlier init wrote two workflows, the rule job inside model_tests.yml: init refuses them as any others,
+    # and --force writes all three (model_rule.yml new, model_tests.yml without the rule job or the label).
+    repo = assignment(tmp_path / "repo")
+    workflows = repo / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    old = "name: model-tests\non:\n  pull_request:\n    types: [opened, synchronize, reopened, labeled]\njobs: {}\n"
+    (workflows / "model_tests.yml").write_text(old)
+    (workflows / "model_tests_comment.yml").write_text("name: model-tests-comment\n")
+    refused = init(repo, *INIT_ARGS)
+    assert refused.returncode == 2, output(refused)
+    assert "model_tests.yml exists" in refused.stderr and "model_rule.yml" not in refused.stderr
+    proc = init(repo, *INIT_ARGS, "--force")
+    assert proc.returncode == 0, output(proc)
+    wrote = [line for line in proc.stdout.splitlines() if line.startswith("Wrote ")]
+    assert wrote == [f"Wrote .github/workflows/{name}" for name in WORKFLOWS], proc.stdout
+    assert WORKFLOWS == ("model_tests.yml", "model_rule.yml", "model_tests_comment.yml")
+    assert set(workflow(workflows / "model_tests.yml")["jobs"]) == {"model-tests"}
+    assert "labeled" not in workflow(workflows / "model_tests.yml")["on"]["pull_request"]["types"]
+    assert set(workflow(workflows / "model_rule.yml")["jobs"]) == {"rule"}
+    assert "already runs pytest" not in proc.stdout, "init's own workflows get no note"
 
 
 def test_force_refuses_a_table_it_cannot_cut_out(tmp_path):

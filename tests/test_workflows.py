@@ -20,6 +20,7 @@ to the GitHub release (tests/test_dist.py runs its build and wheel-test steps).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -472,7 +473,9 @@ def test_jobs_have_timeouts_and_bash(shipped):
 def test_comment_workflow_never_touches_pull_request_code():
     doc = workflow(COMMENT)
     assert _triggers(doc) == {"workflow_run"}
-    assert doc["on"]["workflow_run"] == {"workflows": [workflow(MODEL_TESTS)["name"]], "types": ["completed"]}
+    # Ours (model-tests) and the rule's of the workflows init writes (test_the_label_triggers_and_cancels_nothing).
+    assert doc["on"]["workflow_run"] == {"workflows": [workflow(MODEL_TESTS)["name"], "model-rule"],
+                                         "types": ["completed"]}
     (job,) = doc["jobs"].values()
     assert "github.event.workflow_run.event == 'pull_request'" in job["if"]
     assert [u.partition("@")[0] for u in _uses(job)] == ["actions/download-artifact"], "no checkout, no other action"
@@ -486,7 +489,7 @@ def test_comment_workflow_never_touches_pull_request_code():
 
 
 def test_model_tests_uploads_the_report_on_pull_requests(shipped):
-    for path in [MODEL_TESTS, *[p for p in shipped if p.name == "model_tests.yml"]]:
+    for path in [MODEL_TESTS, *[p for p in shipped if p.name in ("model_tests.yml", "model_rule.yml")]]:
         uploads = [s for _, s in _steps(path) if s.get("uses", "").startswith("actions/upload-artifact@")
                    and s["with"]["name"].startswith("mnist-arch-report")]
         assert uploads, path
@@ -575,7 +578,7 @@ def test_poster_creates_the_comment(tmp_path):
     assert body.startswith(COMMENT_MARKER + "\n<!-- mnist-arch-part:10-models.md sha=aaaaaaa "
                            "run=https://github.com/student/mnist/actions/runs/1 -->\n## mnist-arch check")
     assert body.index("`net`") < body.index("<details>bench"), "the parts in file-name order"
-    assert body.endswith("<sub>model-tests runs: check [aaaaaaa](https://github.com/student/mnist/actions/runs/1); "
+    assert body.endswith("<sub>runs: check [aaaaaaa](https://github.com/student/mnist/actions/runs/1); "
                          "posted by model_tests_comment.yml</sub>")
 
 
@@ -650,7 +653,7 @@ RULE_PART = {"30-rule.md": "## mnist-arch: the accuracy rule\n\n### `net`: the a
 
 
 def test_a_rule_run_keeps_the_check_and_diff_parts(tmp_path):
-    # The pull request's check run posts; then the `accuracy-rule` label's run (the rule job alone) posts.
+    # The pull request's model-tests run posts; then the `accuracy-rule` label's model-rule run posts.
     proc, log = _post_run(tmp_path, 1, CHECK_PARTS, None)
     assert proc.returncode == 0, output(proc)
     first = _posted(log)
@@ -661,7 +664,7 @@ def test_a_rule_run_keeps_the_check_and_diff_parts(tmp_path):
     for name, text in {**CHECK_PARTS, **RULE_PART}.items():
         assert _part(body, name) == text, (name, body)
     assert body.index("## mnist-arch diff") < body.index("<details>bench") < body.index("accuracy rule")
-    assert body.endswith("<sub>model-tests runs: check [aaaaaaa](https://github.com/student/mnist/actions/runs/1), "
+    assert body.endswith("<sub>runs: check [aaaaaaa](https://github.com/student/mnist/actions/runs/1), "
                          "rule [aaaaaaa](https://github.com/student/mnist/actions/runs/2); posted by "
                          "model_tests_comment.yml</sub>"), body
 
@@ -830,7 +833,32 @@ def _pr(action: str, labels: tuple[str, ...] = (), label: str | None = None, for
     return payload
 
 
-#: Which jobs an event starts: (event, payload) -> (the check job, the rule job).
+#: The pull_request activity types GitHub uses when a workflow names none.
+DEFAULT_PR_TYPES = ["opened", "synchronize", "reopened"]
+#: Every pull_request activity type (GitHub's list), for what a workflow may declare.
+PR_TYPES = ["assigned", "unassigned", "labeled", "unlabeled", "opened", "edited", "closed", "reopened", "synchronize",
+            "converted_to_draft", "ready_for_review", "locked", "unlocked", "review_requested",
+            "review_request_removed", "auto_merge_enabled", "auto_merge_disabled", "milestoned", "demilestoned"]
+
+
+def starts(doc: dict[str, Any], event_name: str, payload: dict[str, Any]) -> bool:
+    """Whether `event_name` (with `payload`: a pull request's `action`) starts a run of the workflow `doc`."""
+    on = doc["on"]
+    if event_name not in _triggers(doc):
+        return False
+    if event_name == "pull_request":
+        types = (on.get("pull_request") or {}).get("types", DEFAULT_PR_TYPES) if isinstance(on, dict) else None
+        return payload["action"] in (types or DEFAULT_PR_TYPES)
+    return True
+
+
+def job_runs(doc: dict[str, Any], job: str, event_name: str, payload: dict[str, Any]) -> bool:
+    """Whether the event starts a run of `doc` in which `job` runs (its `if:`, when it has one, holds)."""
+    spec = doc["jobs"][job]
+    return starts(doc, event_name, payload) and ("if" not in spec or github_if(spec["if"], event_name, payload))
+
+
+#: Which jobs an event starts: (event, payload) -> (model-tests' check job, model-rule's rule job).
 EVENTS = {
     "push": (("push", {}), (True, False)),
     "pull request opened": (("pull_request", _pr("opened")), (True, False)),
@@ -842,50 +870,110 @@ EVENTS = {
     "push to a fork's labelled": (("pull_request", _pr("synchronize", (RULE_LABEL,), fork=True)), (True, False)),
     "another label added beside it": (("pull_request", _pr("labeled", (RULE_LABEL, "bug"), "bug")), (False, False)),
     "another label alone": (("pull_request", _pr("labeled", ("bug",), "bug")), (False, False)),
+    "the label removed": (("pull_request", _pr("unlabeled", (), RULE_LABEL)), (False, False)),
     "schedule": (("schedule", {}), (False, True)),
     "on request": (("workflow_dispatch", {}), (False, True)),
 }
 
 
 @pytest.fixture(scope="module")
-def templates(tmp_path_factory) -> list[Path]:
-    """model_tests.yml as init renders it: each project folder, each install kind."""
-    return [p for p in rendered(tmp_path_factory.mktemp("templates")) if p.name == "model_tests.yml"]
+def templates(tmp_path_factory) -> list[tuple[Path, Path]]:
+    """(model_tests.yml, model_rule.yml) as init renders them: each project folder, each install kind."""
+    paths = rendered(tmp_path_factory.mktemp("templates"))
+    return [(p, p.with_name("model_rule.yml")) for p in paths if p.name == "model_tests.yml"]
 
 
 @pytest.mark.parametrize("event", sorted(EVENTS))
 def test_which_job_each_event_starts(templates, event):
     (name, payload), (check, rule) = EVENTS[event]
-    for path in templates:
-        jobs = _jobs(path)
-        assert set(jobs) == {"model-tests", "rule"}, path
-        assert name in _triggers(workflow(path)), path
-        assert github_if(jobs["model-tests"]["if"], name, payload) is check, (path, event)
-        assert github_if(jobs["rule"]["if"], name, payload) is rule, (path, event)
+    for tests, rule_workflow in templates:
+        assert set(_jobs(tests)) == {"model-tests"} and set(_jobs(rule_workflow)) == {"rule"}, tests
+        assert job_runs(workflow(tests), "model-tests", name, payload) is check, (tests, event)
+        assert job_runs(workflow(rule_workflow), "rule", name, payload) is rule, (rule_workflow, event)
+
+
+def _declared_events(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every event that starts a run of `doc`, a pull request's with each activity type it declares and with and
+    without the label (added, or another one), from this repository and from a fork."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    for name in _triggers(doc):
+        if name != "pull_request":
+            events.append((name, {}))
+            continue
+        for action in PR_TYPES:
+            for labels, label in (((), None), ((RULE_LABEL,), RULE_LABEL), ((RULE_LABEL, "bug"), "bug")):
+                for fork in (False, True):
+                    payload = _pr(action, labels, label if action in ("labeled", "unlabeled") else None, fork)
+                    if starts(doc, name, payload):
+                        events.append((name, payload))
+    return events
+
+
+def _runs_the_check(job: dict[str, Any]) -> bool:
+    """Whether a job runs the check: a command line that starts with pytest, `mnist-arch check` or `diff`."""
+    return bool(re.search(r"^\s*(mnist-arch (check|diff)|pytest)(\s|$)", _run_scripts(job), re.MULTILINE))
+
+
+def test_the_check_never_runs_skipped(shipped, templates):
+    # GitHub reports a job skipped by its `if:` as passed, a required check included: adding a label (or a schedule,
+    # or a run on request) must not start a run of the check's workflow in which the check is skipped. So every
+    # event model_tests.yml declares runs its check job, and no workflow that a label, the schedule or a request
+    # starts has a job that runs the check (it would be a second, skippable check of the same name).
+    for tests, _ in templates:
+        doc = workflow(tests)
+        assert doc["on"] == {"push": None, "pull_request": {"types": DEFAULT_PR_TYPES}}, tests
+        events = _declared_events(doc)
+        assert {(n, p.get("action")) for n, p in events} == {("push", None), *(("pull_request", a)
+                                                                                 for a in DEFAULT_PR_TYPES)}
+        for name, payload in events:
+            assert job_runs(doc, "model-tests", name, payload), (tests, name, payload)
+    for path in shipped:
+        doc = workflow(path)
+        on = doc["on"] if isinstance(doc["on"], dict) else {}
+        types = (on.get("pull_request") or {}).get("types", DEFAULT_PR_TYPES) if "pull_request" in on else []
+        if {"schedule", "workflow_dispatch"} & _triggers(doc) or {"labeled", "unlabeled"} & set(types):
+            checks = [job for job, spec in doc["jobs"].items() if _runs_the_check(spec)]
+            assert not checks and "model-tests" not in doc["jobs"], (path.name, checks)
+    # The test's own eye: the check job runs the check, and the old layout (`labeled` in model_tests.yml, its check
+    # job skipping that event for the rule job beside it) would fail here.
+    doc = copy.deepcopy(workflow(templates[0][0]))
+    assert _runs_the_check(doc["jobs"]["model-tests"])
+    doc["on"]["pull_request"]["types"].append("labeled")
+    doc["jobs"]["model-tests"]["if"] = "github.event_name == 'push' || github.event.action != 'labeled'"
+    skipped = [p for n, p in _declared_events(doc) if not job_runs(doc, "model-tests", n, p)]
+    assert skipped and {p["action"] for p in skipped} == {"labeled"}
 
 
 def test_the_label_triggers_and_cancels_nothing(templates):
-    for path in templates:
-        doc = workflow(path)
-        assert doc["on"]["pull_request"]["types"] == ["opened", "synchronize", "reopened", "labeled"]
+    comment = workflow(COMMENT)["on"]["workflow_run"]
+    for tests, rule_workflow in templates:
+        doc = workflow(tests)
+        assert doc["name"] == "model-tests"
+        # A newer push supersedes the running check: every run enters the group, and every run runs the check.
+        assert doc["concurrency"] == {"group": "${{ github.workflow }}-${{ github.ref }}", "cancel-in-progress": True}
+        assert all("concurrency" not in job and "if" not in job for job in doc["jobs"].values())
+        doc = workflow(rule_workflow)
+        assert doc["name"] == "model-rule"
+        assert doc["on"]["pull_request"]["types"] == ["labeled", "synchronize", "reopened"]
         assert [c["cron"] for c in doc["on"]["schedule"]] == ["17 3 * * 1"]
         assert "workflow_dispatch" in doc["on"]
-        # No workflow-level group, which every run would enter: each job has its own, entered only when the job
-        # runs, so the label's run (the check skipped) cannot cancel a running check, nor a push a running rule.
+        # No workflow-level group, which every run would enter: the job has its own, entered only when it runs,
+        # so that a run it skips (another label, a push to an unlabelled pull request) cancels no running rule.
         assert "concurrency" not in doc
-        check, rule = (doc["jobs"][job]["concurrency"] for job in ("model-tests", "rule"))
-        assert check == {"group": "${{ github.workflow }}-check-${{ github.ref }}", "cancel-in-progress": True}
-        assert rule == {"group": "${{ github.workflow }}-rule-${{ github.ref }}", "cancel-in-progress": True}
+        assert doc["jobs"]["rule"]["concurrency"] == {"group": "${{ github.workflow }}-${{ github.ref }}",
+                                                      "cancel-in-progress": True}
+        # The poster follows both workflows, by the names they give themselves.
+        assert comment["workflows"] == ["model-tests", "model-rule"] == [workflow(tests)["name"], doc["name"]]
 
 
 def test_the_rule_job_runs_where_a_variable_says_with_that_torch(templates):
-    for path in templates:
-        jobs = _jobs(path)
-        rule, check = jobs["rule"], jobs["model-tests"]
+    for tests, rule_workflow in templates:
+        rule, check = _jobs(rule_workflow)["rule"], _jobs(tests)["model-tests"]
         assert rule["runs-on"] == "${{ vars.MNIST_ARCH_RULE_RUNS_ON || 'ubuntu-latest' }}"
         assert check["runs-on"] == "ubuntu-latest"
         assert rule["timeout-minutes"] == 120 > check["timeout-minutes"]
         assert rule["defaults"] == check["defaults"], "the same project folder"
+        assert workflow(rule_workflow)["env"] == workflow(tests)["env"], "the same Python, the same MNIST cache"
         indexes = []
         for job in (check, rule):
             install = next(s for s in job["steps"] if s.get("id") == "install")
@@ -963,8 +1051,8 @@ def run_rule_step(tmp_path: Path, pyproject: str, event: str = "pull_request"
                   ) -> tuple[subprocess.CompletedProcess[str], str, Path]:
     """The rule job's report step of the rendered template, with the stand-in mnist-arch, in a project whose
     pyproject.toml is `pyproject`; (result, the stand-in's log, the report folder)."""
-    template = tmp_path / "model_tests.yml"
-    template.write_text(render_workflow("model_tests.yml"), encoding="utf-8")
+    template = tmp_path / "model_rule.yml"
+    template.write_text(render_workflow("model_rule.yml"), encoding="utf-8")
     project = tmp_path / "project"
     project.mkdir()
     (project / "pyproject.toml").write_text(pyproject)
