@@ -505,8 +505,13 @@ def postgres_url():
         except KeyError:
             shutil.rmtree(folder)
             pytest.skip("running as root, and there is no postgres user to run the server as")
+        runuser = shutil.which("runuser") or next(
+            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.access(p, os.X_OK)), None)
+        if runuser is None:  # util-linux's; a PATH without the sbin folders hides it
+            shutil.rmtree(folder)
+            pytest.skip("running as root, and no runuser to run the server as the postgres user")
         os.chown(folder, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
+        prefix = [runuser, "-u", "postgres", "--"]
     port, data = _free_port(), folder / "data"
 
     def call(*args: str) -> subprocess.CompletedProcess:
