@@ -66,6 +66,17 @@ def _tree(root: int) -> dict[int, tuple[int, bytes, str]]:
     return tree
 
 
+def _clean_up(proc: subprocess.Popen, tree: dict[int, tuple[int, bytes, str]], *files) -> None:
+    """After a case, pass or fail: kill whatever of the recorded tree failed to end, and the command."""
+    for pid in _running(tree):
+        os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for file in files:
+        file.close()
+
+
 def _running(tree: dict[int, tuple[int, bytes, str]], deepest: int = 0) -> dict[int, bytes]:
     """The recorded processes at least `deepest` below the command that still run (the same start time:
     not a new process under a reused pid)."""
@@ -183,13 +194,7 @@ def test_a_killed_command_leaves_nothing_running(tmp_path, request, command, sig
         said = Path(out.name).read_text() + Path(err.name).read_text()
         assert line in said and "Traceback" not in said, said
     finally:
-        for pid in _running(tree):  # whatever failed to end
-            os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        out.close()
-        err.close()
+        _clean_up(proc, tree, out, err)
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -237,11 +242,5 @@ def test_a_killed_diff_leaves_its_base_check_running_nothing(tmp_path, sig):
         said = Path(out.name).read_text() + Path(err.name).read_text()
         assert line in said and "Traceback" not in said, said
     finally:
-        for pid in _running(tree):
-            os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        out.close()
-        err.close()
+        _clean_up(proc, tree, out, err)
         subprocess.run(["git", "worktree", "prune"], cwd=tmp_path, capture_output=True)
