@@ -1,4 +1,4 @@
-"""Imported once by the fork server that every isolated worker is forked from (see mnist_arch.isolate).
+"""Imported once by the fork server that every isolated worker is forked from (mnist_arch.isolate, channel).
 
 It loads torch, the engine and the registry, and runs one tiny forward pass of each common layer kind on
 one thread, so that each worker starts with the libraries imported and their first-call set-up done.
@@ -8,7 +8,7 @@ thread count.
 
 import os
 
-from mnist_arch.isolate import guard_fork_server
+from mnist_arch.channel import guard_fork_server
 
 # First, before the seconds torch takes to import: on Linux the server ends, with every process below it, when
 # the judge's thread that started it ends, so a judge killed even now leaves nothing behind (isolate's docstring).

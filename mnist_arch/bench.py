@@ -71,8 +71,8 @@ import torch
 import torch.nn as nn
 
 from mnist_arch import data
+from mnist_arch.channel import phase
 from mnist_arch.errors import MnistArchError
-from mnist_arch.isolate import phase
 from mnist_arch.spec import MNIST_MEAN_STD, Recipe
 from mnist_arch.trace import example_input
 from mnist_arch.train import (

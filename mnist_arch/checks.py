@@ -165,7 +165,7 @@ def check_model(model: nn.Module, spec: Spec, name: str = "model", loss: str | N
 
     Parameters are counted after the first forward pass, so a model that builds its layers on the first
     call is counted whole; a count that still changes on the second call fails `params.stable`."""
-    from mnist_arch.isolate import phase
+    from mnist_arch.channel import phase
 
     model = _prepared(model, name)
     scripted = _scripted(model)

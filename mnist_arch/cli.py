@@ -176,6 +176,7 @@ def _cmd_train(args) -> int:
     from mnist_arch.jobs import train_runs
     from mnist_arch.project import load_project
     from mnist_arch.runs import rule_table, runs_table
+    from mnist_arch.work import TrainRequest
 
     expect_training()  # before load_project, whose registry read may start the fork server
     project = load_project()
@@ -200,10 +201,10 @@ def _cmd_train(args) -> int:
     # the estimate and the epochs' lines: on stdout as text, else on stderr for a rule run (minutes long)
     say = _print_now if text else (lambda line: print(line, file=sys.stderr, flush=True)) if args.recipe == "rule" \
         else None
-    results = train_runs(project, model, args.recipe, seeds, on_note=say,
-                         on_result=verdict, timeout=args.timeout, epochs=args.epochs, device=args.device,
-                         time_budget=args.time_budget, data_dir=str(project.mnist_root(args.data_dir)),
-                         plots=args.plots, save=args.save, threads=args.threads)
+    request = TrainRequest(model, args.recipe, epochs=args.epochs, device=args.device, time_budget=args.time_budget,
+                           data_dir=str(project.mnist_root(args.data_dir)), plots=args.plots, save=args.save,
+                           threads=args.threads)
+    results = train_runs(project, request, seeds, on_note=say, on_result=verdict, timeout=args.timeout)
     if args.format == "json":
         dicts = [r.to_dict() for r in results]
         print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mnist_arch.errors import MnistArchError
-from mnist_arch.project import DATA_ENV, mnist_root
+from mnist_arch.paths import DATA_ENV, mnist_root
 from mnist_arch.spec import Augment
 
 ENV_VAR = DATA_ENV
@@ -56,7 +56,7 @@ SIDE = 28
 
 def resolve_data_root(data_dir: str | Path | None = None) -> Path:
     """The folder that holds MNIST/raw/: `data_dir`, else $MNIST_ARCH_DATA, else the user's cache (the rule
-    of `mnist_arch.project.mnist_root`, without a project's table)."""
+    of `mnist_arch.paths.mnist_root`, without a project's table)."""
     return mnist_root(data_dir)
 
 

@@ -29,3 +29,13 @@ def ours(what: str | Callable[[], str], func: Callable[..., Any], *args: Any, ad
         said = what() if callable(what) else what
         raise error(f"mnist-arch's own set-up failed, not the model's code: {said} raised {type(exc).__name__}: "
                     f"{first}.{advice}") from None
+
+
+def one_line(value: object, limit: int = 2000) -> str:
+    """str(value) as one bounded line, whatever the value's __str__ does (a model's exception may do anything)."""
+    try:
+        text = str(value)
+    except Exception:
+        text = f"<{type(value).__name__} whose message cannot be shown>"
+    text = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit:,} more characters)"

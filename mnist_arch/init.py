@@ -44,7 +44,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from mnist_arch.errors import MnistArchError
-from mnist_arch.loader import is_file_target
+from mnist_arch.paths import is_file_target
 from mnist_arch.project import TRAIN_DEFAULTS
 from mnist_arch.runs import rule_threshold
 from mnist_arch.spec import parse_recipe_fields, parse_spec_fields
@@ -678,7 +678,9 @@ def seed_accuracies(root: Path, name: str, model: str, epochs: int, data_dir: st
     table's default recipe, once per seed, each run in its own worker (`jobs.train_runs`): what `mnist-arch train
     NAME --seed 0-4` measures once the model is declared."""
     from mnist_arch.jobs import train_runs
-    from mnist_arch.project import Project, adhoc, mnist_root
+    from mnist_arch.paths import mnist_root
+    from mnist_arch.project import Project, adhoc
+    from mnist_arch.work import TrainRequest
 
     project = Project(path=root / "pyproject.toml", root=root, declared=())
     recipe = parse_recipe_fields({"min_accuracy": 1.0, "epochs": epochs}, "the command line", TRAIN_DEFAULTS)
@@ -697,8 +699,8 @@ def seed_accuracies(root: Path, name: str, model: str, epochs: int, data_dir: st
                      f"in {result.seconds:.1f}s")
 
     # on the CPU, as the CI that will hold the model to the threshold trains it (a GPU here would not be there)
-    results = train_runs(project, declared, "quick", seeds, on_note=progress, on_result=reached, device="cpu",
-                         data_dir=str(mnist_root(data_dir)))
+    request = TrainRequest(declared, "quick", device="cpu", data_dir=str(mnist_root(data_dir)))
+    results = train_runs(project, request, seeds, on_note=progress, on_result=reached)
     return [r.test_accuracy for r in results]
 
 

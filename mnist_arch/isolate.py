@@ -1,5 +1,7 @@
-"""User models run behind a wall: one child process per model, forked from a fork server that has
-already imported torch, the result coming back on a pipe of ours.
+"""The parent's side of the wall: it opens workers and reads what comes back. User models run behind the wall:
+one child process per model, forked from a fork server that has already imported torch, the result coming
+back on a pipe of ours. What runs in the child is `mnist_arch.channel` (its end of the pipe) and the jobs of
+`mnist_arch.remote`; this module imports `channel` only to name the child's entry point.
 
 Whatever the model's code does (prints, `sys.exit`, `os._exit`, an endless loop, a huge allocation,
 modules of its own that shadow another model's) stays in its child: its stdout and stderr go to a file
@@ -8,17 +10,17 @@ group, and any way the child ends without sending a result becomes a `MnistArchE
 the model, the phase (import, build, forward, ...) and the limit. The verdict itself is computed in the
 child by our code and sent back pickled on the pipe; the parent never runs the model.
 
-Library code marks where it is with `phase("build")`; in the parent (or in-process use) that is a no-op.
+Library code marks where it is with `channel.phase("build")`; in the parent (or in-process use) that is a no-op.
 
 No worker outlives its judge (the process that opened it), however the judge ends; docs/stopping.md has
 the details. On Linux, within about a second of the judge's death, SIGKILL included, every worker, the
 fork server, the resource tracker and whatever a model started (threads, subprocesses, processes that left
 the worker's process group or session) end:
-- the fork server gets SIGTERM when the judge's thread that started it ends (`guard_fork_server`), kills
+- the fork server gets SIGTERM when the judge's thread that started it ends (`channel.guard_fork_server`), kills
   every process below it and ends; each worker and the server are child subreapers, so a model's orphaned
-  processes are still below them (`_kill_tree` walks /proc);
+  processes are still below them (`kill_tree` walks /proc);
 - each worker also watches the pipe only the judge holds and then kills all below it and itself
-  (`_guard_worker`), and is SIGKILLed when the fork server ends;
+  (`channel._guard_worker`), and is SIGKILLed when the fork server ends;
 - the resource tracker ends, its last writer gone.
 A timeout, Ctrl-C or a stop signal in the judge kills a worker's tree the same way (`Worker.kill`,
 `stop_all`). On macOS there is no PR_SET_PDEATHSIG nor subreaper, and no /proc: a worker still ends with its
@@ -42,37 +44,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mnist_arch.errors import MnistArchError
+from mnist_arch.channel import MEMORY_LIMIT_BYTES, serve
+from mnist_arch.errors import MnistArchError, one_line
+from mnist_arch.proc import PR_SET_PDEATHSIG, kill_tree, prctl
 
 #: Seconds a model may spend in one phase (import, build, forward, ...) before it is stopped.
 DEFAULT_TIMEOUT = 120.0
-#: Address space a model may add on top of what the worker had when it started (torch itself maps ~3 GiB).
-MEMORY_LIMIT_BYTES = 8 * 2**30
 
 #: What each phase reads as in a message: "... exited the process with code 0 while being built".
 PHASE_WORDS = {"start": "starting", "import": "being imported", "build": "being built",
                "forward": "running its forward pass", "train": "training", "bench": "being benchmarked"}
 
 _START_LOCK = threading.Lock()
-_conn = None  # in a worker child: the pipe to the parent
-_on_note: Callable[[str], None] | None = None
-
-
-def phase(name: str) -> None:
-    """Tell the parent which phase the child is in (for the message when it hangs or exits)."""
-    if _conn is not None:
-        _conn.send(("phase", name))
-
-
-def note(text: str) -> None:
-    """A progress line for the parent to show (e.g. one line per training epoch); printed directly when
-    not in a worker."""
-    if _conn is not None:
-        _conn.send(("note", text))
-    elif _on_note is not None:
-        _on_note(text)
-
-
 #: What the fork server imports before it forks any worker: torch and the engine (`mnist_arch._forkserver`),
 #: and `torch._dynamo` (`mnist_arch._forkserver_training`) once `expect_training` has been called.
 _PRELOAD = ["mnist_arch._forkserver"]
@@ -96,34 +79,6 @@ def _context():
     return ctx
 
 
-def _memory_limit() -> None:
-    import torch
-
-    if torch.cuda.is_available():  # CUDA reserves far more address space than it uses: no limit there
-        return
-    try:
-        import resource
-
-        with open("/proc/self/status", encoding="ascii") as status:
-            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
-        resource.setrlimit(resource.RLIMIT_AS, (size + MEMORY_LIMIT_BYTES, resource.RLIM_INFINITY))
-    except (ImportError, OSError, ValueError, StopIteration):  # not Linux: no limit
-        pass
-
-
-_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
-
-
-def _prctl(option: int, value: int) -> None:
-    """Linux's prctl(2); nothing where there is none (macOS)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def ends_with_this_thread(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     """A `preexec_fn` for `subprocess.Popen`, on Linux: the child gets `sig` when the thread that starts it ends
     (PR_SET_PDEATHSIG, kept across exec; the judge's death by SIGKILL included), and a child whose starter is
@@ -138,7 +93,7 @@ def ends_with_this_thread(sig: int = signal.SIGTERM) -> Callable[[], None] | Non
     parent = os.getpid()
 
     def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         if os.getppid() != parent:  # the starter died before prctl: nobody will send the signal
             os._exit(128 + int(sig))
 
@@ -149,204 +104,14 @@ def end_with_parent(sig: int = signal.SIGTERM) -> None:
     """This process gets `sig` when the thread of its parent that started it ends, on Linux (an xdist worker of
     a pytest run that was killed); at once if the parent is already gone. Nothing elsewhere (macOS)."""
     parent = os.getppid()
-    _prctl(_PR_SET_PDEATHSIG, int(sig))
+    prctl(PR_SET_PDEATHSIG, int(sig))
     if os.getppid() != parent:
         os.kill(os.getpid(), sig)
 
 
-def guard_fork_server() -> None:
-    """The fork server, first thing (`mnist_arch._forkserver`), on Linux: when the judge's thread that started
-    it ends (PR_SET_PDEATHSIG; `_start_server` starts it from a thread that lasts as long as the judge), or
-    when the judge's end of its "alive" pipe closes, it kills every process below it, then ends. It is a
-    child subreaper, so what the model of a worker that died left running is still below it. Its workers
-    take none of this with them (`_guard_worker`)."""
-    import atexit
-    import warnings
-
-    signal.signal(signal.SIGTERM, _end_fork_server)
-    atexit.register(_kill_tree, os.getpid(), False)
-    # an orphan it reaps as a subreaper is no worker of multiprocessing's: not worth a warning on the judge's stderr
-    warnings.filterwarnings("ignore", "forkserver: waitpid returned unexpected pid")
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _end_fork_server(_signum, _frame) -> None:
-    _kill_tree(os.getpid(), itself=False)
-    os._exit(0)
-
-
-def _below(pid: int) -> set[int]:
-    """The processes descended from `pid`, from /proc on Linux (none elsewhere), walked through zombies too: a
-    worker killed a moment ago may show as a zombie while its threads still exit, its children still below it;
-    skipping it left them out, and they went to init once the server had ended (a kill is a no-op on a zombie)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return set()
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()  # after "pid (comm)": state, ppid, ...
-        except OSError:
-            continue
-        if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _kill_tree(pid: int, itself: bool = True) -> None:
-    """SIGKILL every process below the worker `pid` (again until no new one shows, so that a fork made meanwhile
-    is caught too), then its process group and, where `itself`, the worker."""
-    killed: set[int] = set()
-    for _ in range(100):
-        fresh = _below(pid) - killed
-        if not fresh:
-            break
-        for p in fresh:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
-        killed |= fresh
-    if itself:
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-
-
-def _guard_worker() -> None:
-    """A worker, first thing: make sure it ends with its judge, whatever the model does.
-
-    multiprocessing hands each worker the write end of the fork server's "alive" pipe, so the server (and
-    with it every worker) outlived a judge killed with SIGKILL: the worker drops it. On Linux it is killed
-    when the fork server ends (which kills it first, with all below it, unless the server itself was
-    SIGKILLed), and it becomes a child subreaper, so that whatever its model starts stays below it. A thread
-    waits for the pipe that only the judge holds (`multiprocessing.parent_process().sentinel`) to close,
-    then kills all below the worker and the worker (on macOS too, where the rest does not exist)."""
-    import atexit
-    from multiprocessing import forkserver, parent_process, resource_tracker
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the fork server's ways out
-    atexit.unregister(_kill_tree)
-    server = forkserver._forkserver  # multiprocessing's private state: looked up with care
-    if getattr(server, "_forkserver_alive_fd", None) is not None:
-        os.close(server._forkserver_alive_fd)
-        server._forkserver_alive_fd = None
-    tracker = getattr(getattr(resource_tracker, "_resource_tracker", None), "_fd", None)
-    if tracker is not None:
-        try:
-            os.set_inheritable(tracker, False)  # a program the model runs must not keep the tracker alive
-        except OSError:
-            pass
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # with the fork server, should it be killed
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    judge = parent_process()
-    if judge is not None:
-        threading.Thread(target=_watch_judge, args=(judge.sentinel,), daemon=True,
-                         name="mnist-arch-judge-watch").start()
-
-
-def _watch_judge(sentinel: int) -> None:
-    """In a worker: once the judge has died (or dropped the worker), kill the worker and all below it."""
-    from multiprocessing.connection import wait
-
-    try:
-        wait([sentinel])
-    except OSError:  # the model closed the descriptor (and with it our pipe): nothing left to watch
-        return
-    _kill_tree(os.getpid())
-
-
-def _has_children() -> bool:
-    """Whether this process has a child, live or not (then something may be below it); True where unknown."""
-    try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    except (AttributeError, OSError):
-        pass
-    return True
-
-
-def _serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int | None) -> None:
-    """The worker child: run requests until told to stop. Everything the model prints goes to a file."""
-    global _conn
-    _conn = conn
-    os.setpgrp()  # its own process group, so a timeout also stops whatever the model started
-    _guard_worker()
-    out = os.open(output_path, os.O_WRONLY | os.O_APPEND)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
-    sys.stdout = sys.__stdout__ = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (the child's life)
-    sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    os.chdir(cwd)
-    sys.path[:0] = [p for p in extra_path if p not in sys.path]
-    _memory_limit()
-    import torch
-
-    torch.set_num_threads(threads or 1)  # one thread unless asked: small batches gain little from two
-    while True:
-        request = conn.recv()
-        if request is None:
-            _flush()
-            if _has_children():
-                _kill_tree(os.getpid(), itself=False)  # what the model started, in any process group
-            os._exit(0)  # now: no waiting for threads the model left running (the parent kills the group)
-        func, args = request
-        try:
-            reply = ("ok", func(*args))
-        except MnistArchError as exc:
-            reply = ("error", _text(exc))
-        except SystemExit as exc:
-            code = exc.code
-            if code is not None and not isinstance(code, int):
-                print(_text(code), file=sys.__stderr__ or sys.stderr)  # what Python itself would print
-                code = 1
-            reply = ("exit", 0 if code is None else code)
-        except MemoryError:
-            reply = ("memory", "")
-        except BaseException as exc:  # KeyboardInterrupt and friends raised by the model's code
-            if isinstance(exc, RuntimeError) and "can't allocate memory" in _text(exc):
-                reply = ("memory", "")
-            else:
-                reply = ("raised", f"{type(exc).__name__}: {_text(exc)}".rstrip(": "))
-        _flush()
-        conn.send(reply)
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # the model may have closed or replaced them
-            pass
-
-
-def _text(value: object, limit: int = 2000) -> str:
-    """str(value) as one bounded line, whatever the value's __str__ does."""
-    try:
-        text = str(value)
-    except Exception:
-        text = f"<{type(value).__name__} whose message cannot be shown>"
-    text = " | ".join(line.strip() for line in text.splitlines() if line.strip())
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit:,} more characters)"
-
-
 _NO_EXIT = (" A model file must not call sys.exit(), exit() or os._exit(); guard script code with "
             "`if __name__ == \"__main__\":`.")
+
 
 
 def _printed(path: str, limit: int = 1500) -> str:
@@ -437,7 +202,7 @@ class Worker:
         ctx = _context()
         self._conn, child_conn = ctx.Pipe()
         self._process = ctx.Process(
-            target=_serve, daemon=True,
+            target=serve, daemon=True,
             args=(child_conn, self._output, str(cwd or os.getcwd()), list(extra_path or []), threads))
         self.phase = "start"
         self._closed = False
@@ -491,7 +256,7 @@ class Worker:
             elif kind == "ok":
                 return value
             elif kind == "error":
-                raise MnistArchError(_text(value) + _printed(self._output))
+                raise MnistArchError(one_line(value) + _printed(self._output))
             elif kind == "exit":
                 self._fail(f"the model's code exited the process with code {value}", _NO_EXIT)
             elif kind == "memory":
@@ -521,7 +286,7 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL the worker and every process its model started, now, from any thread or a signal handler;
         a thread waiting in `call` then gets the MnistArchError of a killed worker, and `close` cleans up."""
-        _kill_tree(self._process.pid)
+        kill_tree(self._process.pid)
 
     def close(self, kill: bool = False) -> None:
         if self._closed:

@@ -1,5 +1,5 @@
-"""Model targets: `PATH.py:ATTR` or `package.module:ATTR`, parsed here (torch-free, for `mnist_arch.project`)
-and built by `load_model` inside a worker, with errors a user can act on.
+"""Model targets (`PATH.py:ATTR` or `package.module:ATTR`, parsed in `mnist_arch.paths`) built by `load_model`
+inside a worker, with errors a user can act on.
 
 ATTR may be an `nn.Module` subclass or a function taking no arguments (both are called), or an
 `nn.Module` instance (used as it is).
@@ -15,26 +15,14 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_arch.channel import phase
 from mnist_arch.errors import MnistArchError
-from mnist_arch.isolate import phase
+from mnist_arch.paths import is_file_target
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
 _FORM = "Give the model as PATH.py:ATTR (e.g. my_net.py:Net) or package.module:ATTR."
-
-
-def is_file_target(source: str) -> bool:
-    """Whether the part before ':ATTR' names a file (PATH.py) rather than a module (package.module)."""
-    return source.endswith(".py") or "/" in source or "\\" in source
-
-
-def resolve_target(target: str, root: Path) -> str:
-    """A target with its PATH.py made absolute against `root` (package.module:ATTR unchanged)."""
-    source, sep, attr = target.rpartition(":")
-    if sep and is_file_target(source) and not Path(source).is_absolute():
-        source = str((root / source).resolve())
-    return f"{source}{sep}{attr}"
 
 
 def _where_in(path: Path | None, exc: BaseException) -> str:

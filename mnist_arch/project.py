@@ -23,7 +23,8 @@ registered model (`model = "micro_cnn"`) and override its spec.
     consecutive = 3
 
 Everything here is plain data, and nothing imports torch; models are only ever built inside an isolated
-worker (`mnist_arch.jobs`), and the registry read there where this process has no torch yet.
+worker (`mnist_arch.jobs` opens it, `mnist_arch.remote` runs there), and the registry read there where this
+process has no torch yet. A declared model is a `work.Declared`, the record that crosses the wall.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
-import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -46,36 +46,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from mnist_arch.errors import MnistArchError
 from mnist_arch.isolate import DEFAULT_TIMEOUT
-from mnist_arch.loader import is_file_target, resolve_target
+from mnist_arch.paths import mnist_root, resolve_target
 from mnist_arch.spec import Spec, check_table, parse_recipe_fields, parse_rule_fields, parse_seconds, parse_spec_fields
+from mnist_arch.work import Declared
 
 TABLE = "tool.mnist-arch"
-#: The environment variable that names the folder holding MNIST/raw/ (`mnist_root`).
-DATA_ENV = "MNIST_ARCH_DATA"
 DEFAULT_TRAIN_TIMEOUT = 1800.0
 DEFAULT_BENCH_BATCH_SIZES = (1, 64)
 #: Quick-training defaults for a [tool.mnist-arch.models.NAME.train] table: one epoch of Adam at batch 128.
 TRAIN_DEFAULTS = {"epochs": 1, "batch_size": 128, "optimizer": "adam", "lr": 1e-3}
 _PROJECT_KEYS = ("data", "timeout", "train_timeout", "bench_batch_sizes", "models")
-
-
-@dataclass(frozen=True)
-class Declared:
-    """One declared model."""
-
-    name: str
-    target: str  # PATH.py:ATTR with an absolute path, or package.module:ATTR
-    spec: Spec  # with its recipes ("quick", "full")
-    source: str  # where it was declared, for messages
-    loss: str | None = None  # the training loss the declaration names; None: it follows the model's output
-    line: int = 0  # 0-based line of its table in pyproject.toml
-    error: str | None = None  # why the declaration is invalid: judging it reports this, the others still run
-    folder: Path | None = None  # where package.module targets import from (default: the project's folder)
-
-    @property
-    def model_folder(self) -> Path | None:
-        source = self.target.rpartition(":")[0]
-        return Path(source).parent if is_file_target(source) else None
 
 
 @dataclass(frozen=True)
@@ -149,17 +129,6 @@ class Project:
                                      f"declares: {known}). A model of your own is given as PATH.py:ATTR.")
             chosen.update((m.name, m) for m in hits)
         return list(chosen.values())
-
-
-def mnist_root(explicit: str | Path | None = None, table_data: Path | None = None) -> Path:
-    """Where every face (the command line, the plugin, `bench`, the library's `data.load_mnist`) looks for
-    MNIST, the folder holding MNIST/raw/: the command line's --data-dir or the plugin's --mnist-arch-data,
-    else $MNIST_ARCH_DATA, else `data` of the [tool.mnist-arch] table (`table_data`), else the user's cache
-    ($XDG_CACHE_HOME or ~/.cache, then mnist-arch)."""
-    chosen = explicit or os.environ.get(DATA_ENV) or table_data
-    if not chosen:
-        chosen = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "mnist-arch"
-    return Path(chosen).expanduser().resolve()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -258,7 +258,8 @@ class ComplianceFile(pytest.File):
     def collect(self):
         from mnist_arch.errors import MnistArchError
         from mnist_arch.isolate import expect_training
-        from mnist_arch.project import mnist_root, parse_project, read_table, table_data, table_may_train
+        from mnist_arch.paths import mnist_root
+        from mnist_arch.project import parse_project, read_table, table_data, table_may_train
 
         try:
             table = read_table(self.path)
@@ -404,14 +405,15 @@ class TrainingItem(_Item):
 
     def runtest(self):
         from mnist_arch.errors import MnistArchError
-        from mnist_arch.jobs import train_runs, training_recipe
+        from mnist_arch.jobs import train_runs
+        from mnist_arch.work import TrainRequest, training_recipe
 
         node, table = self.parent, self.parent.parent
         final_activation = node.report(self).final_activation  # the loss follows the model's output
         recipe = training_recipe(node.model, "quick", final_activation)
         try:
-            (result,) = train_runs(table.project, node.model, "quick", (0,), final_activation=final_activation,
-                                   data_dir=str(table.data_root))
+            (result,) = train_runs(table.project, TrainRequest(node.model, "quick", final_activation,
+                                                               data_dir=str(table.data_root)))
         except MnistArchError as exc:
             raise ComplianceFailure(str(exc)) from None
         default = " (the default for its output)" if node.model.loss is None else ""
@@ -441,16 +443,17 @@ class RuleItem(_Item):
 
     def runtest(self):
         from mnist_arch.errors import MnistArchError
-        from mnist_arch.jobs import train_runs, training_recipe
+        from mnist_arch.jobs import train_runs
+        from mnist_arch.work import TrainRequest, training_recipe
 
         node, table = self.parent, self.parent.parent
         final_activation = node.report(self).final_activation  # the loss follows the model's output
         recipe = training_recipe(node.model, "rule", final_activation)
         lines: list[str] = []
         try:
-            (result,) = train_runs(table.project, node.model, "rule", (recipe.seed,),
-                                   final_activation=final_activation, data_dir=str(table.data_root),
-                                   on_note=self._say(lines))
+            (result,) = train_runs(table.project, TrainRequest(node.model, "rule", final_activation,
+                                                               data_dir=str(table.data_root)),
+                                   (recipe.seed,), on_note=self._say(lines))
         except MnistArchError as exc:
             raise ComplianceFailure(str(exc)) from None
         finally:
@@ -462,7 +465,8 @@ class RuleItem(_Item):
 
 def _training_unavailable(root: Path | None) -> str | None:
     """Why a training item cannot run here (skipped at collection), or None."""
-    from mnist_arch.project import DATA_ENV, TABLE
+    from mnist_arch.paths import DATA_ENV
+    from mnist_arch.project import TABLE
 
     if root is None or not (root / "MNIST" / "raw").is_dir():
         return (f"no MNIST copy{f' at {root}/MNIST/raw' if root else ''}: pass --mnist-arch-data DIR, set "
@@ -475,7 +479,8 @@ def _forward_benchmark(benchmark, request):
     in an isolated worker; each timed call runs enough forward passes there (at least 64 images) that the
     round trip to the worker is a small part of it, and `extra_info` holds images per second."""
     from mnist_arch.errors import MnistArchError
-    from mnist_arch.jobs import forward_repeats, load_for_forward, run_forwards, worker_for
+    from mnist_arch.jobs import forward_repeats, worker_for
+    from mnist_arch.work import ForwardRequest
 
     node = request.node.parent
     project = node.parent.project
@@ -485,10 +490,10 @@ def _forward_benchmark(benchmark, request):
     broken = None
     try:
         with worker_for(project, node.model) as worker:
-            worker.call(load_for_forward, node.model, batch)
+            worker.call("load_for_forward", ForwardRequest(node.model, batch))
             if not _timing_asked(request.config):  # a plain `pytest`: one untimed call, as a smoke test, and no
                 benchmark.disabled = True  # table (pytest-benchmark's own switch, as --benchmark-disable sets it)
-            benchmark(worker.call, run_forwards, repeats)
+            benchmark(worker.call, "run_forwards", repeats)
     except MnistArchError as exc:  # the model broke in its worker: its paragraph, not a traceback of ours
         broken = str(exc)
     if broken is not None:

@@ -321,7 +321,7 @@ def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...
     if available <= 1 or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         return 1
     wanted = max(1, min(available, int(_step_mult_adds(model, recipe, input_shape) // MULT_ADDS_PER_THREAD)))
-    if wanted > 1 and idle:  # rule 4, unless the caller reserves the cores (`jobs.seed_threads`)
+    if wanted > 1 and idle:  # rule 4, unless the caller reserves the cores (`remote.seed_threads`)
         found = idle_cores()
         if found is not None:
             wanted = max(1, min(wanted, int(found + 0.5)))

@@ -1,6 +1,6 @@
 """`mnist-arch tune`: the cheapest recipe that meets a model's rule, searched with Optuna (docs/tune.md).
 
-A study is a set of trials; each trial is one rule-tier run (`jobs.train_declared`, in an isolated worker as
+A study is a set of trials; each trial is one rule-tier run (`remote.train`, in an isolated worker as
 every training run is) of a recipe drawn from the search space. The parent process (this module) owns the
 Optuna study: it draws each trial's recipe, receives the run's epochs on the worker's pipe, reports them to
 the pruner and stops the worker when the trial is pruned. Nothing here imports torch.
@@ -40,9 +40,9 @@ from mnist_arch.errors import MnistArchError
 from mnist_arch.runs import Epoch, duration, in_a_row, judge_rule
 
 if TYPE_CHECKING:
-    from mnist_arch.jobs import TrainRequest
-    from mnist_arch.project import Declared, Project
+    from mnist_arch.project import Project
     from mnist_arch.runs import TrainResult
+    from mnist_arch.work import Declared, TrainRequest
 
 #: Defaults of the command line (docs/tune.md says why).
 DEFAULT_TRIALS = 30
@@ -580,9 +580,10 @@ class Study:
                     future.exception()
                 raise
 
-    def _call(self, model: Declared, func: Callable, request: TrainRequest,
+    def _call(self, model: Declared, job: str, request: TrainRequest,
               on_note: Callable[[Any], None] | None = None) -> Any:
-        """`func(request)` in a training worker of the model's (`jobs.worker_for`), which Ctrl-C can kill."""
+        """The job of `mnist_arch.remote` named `job` with `request`, in a training worker of the model's
+        (`jobs.worker_for`), which Ctrl-C can kill."""
         from mnist_arch.jobs import worker_for
 
         with worker_for(self.project, model, training=True, timeout=self.settings.epoch_timeout,
@@ -592,7 +593,7 @@ class Study:
             try:
                 if self._stop.is_set():
                     raise MnistArchError("interrupted before it started")
-                return worker.call(func, request)
+                return worker.call(job, request)
             except _Pruned:
                 worker.close(kill=True)  # now: the worker is mid-epoch and would not answer a polite close
                 raise
@@ -617,7 +618,7 @@ class Study:
             self.run_trial(trial)
 
     def run_trial(self, trial) -> None:
-        from mnist_arch.jobs import TrainRequest
+        from mnist_arch.work import TrainRequest
 
         state = self.optuna.trial.TrialState
         try:
@@ -664,7 +665,7 @@ class Study:
                                epoch_records=True)
         try:
             with heartbeat(self.optuna, self.storage, trial._trial_id):
-                result = self._call(model, run_trial, request, on_note)
+                result = self._call(model, "train", request, on_note)
         except _Pruned as pruned:
             trial.set_user_attr("reason", pruned.reason)
             self.study.tell(trial, state=state.PRUNED)
@@ -763,7 +764,7 @@ class Study:
         """The best recipe's seeds, each in its own worker as `mnist-arch train --tier rule --seed S` runs it, as
         many at once as there are cores (the cores split between them); kept in the study, so that a second
         run of the same command does not train them again."""
-        from mnist_arch.jobs import TrainRequest, train_declared
+        from mnist_arch.work import TrainRequest
 
         key = f"seeds of trial {best['number']}"
         known = {int(k): v for k, v in (self.study.user_attrs.get(key) or {}).items()}
@@ -785,7 +786,7 @@ class Study:
                                        data_dir=self.settings.data_dir or str(self.project.mnist_root()),
                                        threads=max(1, self.cores // at_once), estimate_runs=0)
                 try:
-                    result = self._call(model, train_declared, request)
+                    result = self._call(model, "train", request)
                     entry = {"passed": result.passed, "reason": result.judged().reason,
                              "accuracies": [e.test_accuracy for e in result.history]}
                 except MnistArchError as exc:
@@ -814,18 +815,6 @@ def trial_row(t) -> dict[str, Any]:
                         if t.datetime_start and t.datetime_complete else None)}
 
 
-# ---------------------------------------------------------------------------------------------
-# In the worker
-
-
-def run_trial(request: TrainRequest) -> TrainResult:
-    """A trial's run: its process id first (the trial records it), then the rule tier's run as `mnist-arch
-    train --tier rule` makes it, each epoch sent back as it ends (`TrainRequest.epoch_records`)."""
-    from mnist_arch.isolate import note
-    from mnist_arch.jobs import train_declared
-
-    note(("pid", os.getpid()))
-    return train_declared(request)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,20 +1,91 @@
-"""Issue 21: the wall in the layout. What runs inside a worker lives in `jobs`, the recording of a forward pass in
-`trace`, and `project` is plain data: it and `jobs` import no torch, and no modules of the package import each
-other in a circle but the registry and the reference models (README, "Layout")."""
+"""Issues 21 and 26: the wall in the layout (README, "Layout"). Every module of the package is on one side of it:
+the worker's (what runs in a worker child, torch included), the parent's (what opens workers and collects what
+comes back), or shared plain data both sides read. The worker's side imports nothing of the parent's; the faces
+(the command line, the pytest plugin) import nothing of the worker's side and no torch in their own process; no
+modules import each other in a circle but the registry and the reference models."""
 
 import ast
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import mnist_arch
 
 PACKAGE = Path(mnist_arch.__file__).resolve().parent
 
 
+#: What runs only in a worker child (`channel` is its end of the pipe, `remote` the jobs it runs).
+WORKER = {"channel", "remote", "loader", "trace", "head", "receptive", "checks", "data", "train", "bench", "plots",
+          "layer_table", "_forkserver", "_forkserver_training"}
+#: What opens workers and collects what comes back, and the faces over it.
+PARENT = {"isolate", "jobs", "project", "cli", "pytest_plugin", "diff", "init", "tune"}
+#: Plain data and helpers both sides read: no torch at import, nothing of either side.
+SHARED = {"", "errors", "spec", "runs", "paths", "work", "proc", "report", "chart"}
+#: Our reference architectures: the registry imports them lazily to register them; each imports the registry.
+REFERENCES = {"registry", "models"}
+#: The faces: they parse, call the parent's side and print.
+FACES = {"cli", "pytest_plugin"}
+#: The one door: the parent names the worker's entry point (`channel.serve`) to start a child with it.
+DOOR = {("isolate", "channel")}
+
+
+def _side(module: str) -> str:
+    name = module.removeprefix("mnist_arch").removeprefix(".")
+    top = name.split(".")[0]
+    for side, members in (("worker", WORKER), ("parent", PARENT), ("shared", SHARED), ("references", REFERENCES)):
+        if name in members or top in members:
+            return side
+    raise AssertionError(f"mnist_arch.{name} is on no side of the wall: add it to one set in tests/test_layout.py")
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: _imports(ast.parse(path.read_text(encoding="utf-8")), name, set(files))
+            for name, path in files.items()}
+
+
+def _short(module: str) -> str:
+    return module.removeprefix("mnist_arch").removeprefix(".")
+
+
+def test_every_module_is_on_one_side_and_the_worker_side_imports_nothing_of_the_parents():
+    graph = _graph()
+    crossings = [(a, b) for a, targets in graph.items() for b in targets
+                 if _side(a) in ("worker", "shared", "references") and _side(b) == "parent"]
+    assert crossings == []
+    shared = [(a, b) for a, targets in graph.items() for b in targets
+              if _side(a) == "shared" and _side(b) == "worker"]
+    assert shared == []
+
+
+def test_the_faces_reach_the_worker_side_only_through_the_wall():
+    graph = _graph()
+    seen, todo, paths = set(), [f"mnist_arch.{face}" for face in FACES], {}
+    while todo:  # every module a face imports, and what those import, but past the door
+        module = todo.pop()
+        for target in graph[module]:
+            if (_short(module), _short(target)) in DOOR or target in seen:
+                continue
+            seen.add(target)
+            paths[target] = module
+            todo.append(target)
+    reached = sorted(f"{_short(paths[m])} -> {_short(m)}" for m in seen if _side(m) == "worker")
+    assert reached == []
+
+
+def test_the_door_is_open_and_the_checks_above_can_fail():
+    graph = _graph()
+    assert "mnist_arch.channel" in graph["mnist_arch.isolate"]  # the door is used, so the exemption is not stale
+    assert _side("mnist_arch.train") == "worker" and _side("mnist_arch.jobs") == "parent"
+    assert _side("mnist_arch.models.micro_cnn") == "references"
+
+
 def test_the_table_reader_and_the_parent_side_of_the_wall_import_no_torch():
-    script = ("import sys; import mnist_arch.project, mnist_arch.jobs, mnist_arch.loader, mnist_arch.runs, "
-              "mnist_arch.isolate; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    modules = sorted(f"mnist_arch.{m}" for m in PARENT | SHARED - {""})
+    script = (f"import sys; import {', '.join(modules)}; "
+              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
@@ -78,11 +149,25 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     return components
 
 
+COMMANDS = [["check", "micro_cnn"], ["summary", "micro_cnn"],
+            ["check", "--model", "small_net.py:Net", "--format", "json"],
+            ["bench", "micro_cnn", "--batch-sizes", "1", "--min-time", "0.01", "--paths", "eager", "--format", "json"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_a_command_runs_the_model_behind_the_wall_and_never_imports_torch_itself(command, user_models):
+    script = ("import sys; from mnist_arch.cli import main; code = main(sys.argv[1:]); "
+              "print('torch in the command line:', 'torch' in sys.modules, file=sys.stderr); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", script, *command], capture_output=True, text=True, timeout=600,
+                          cwd=user_models)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch in the command line: False" in proc.stderr, proc.stderr
+
+
 def test_no_import_circle_but_the_registrys():
-    files = {_module(path): path for path in PACKAGE.rglob("*.py")}
-    graph = {name: _imports(ast.parse(path.read_text(encoding="utf-8")), name, set(files))
-             for name, path in files.items()}
-    assert graph["mnist_arch.project"] >= {"mnist_arch.loader", "mnist_arch.spec"}  # the reader sees the imports
+    graph = _graph()
+    files = set(graph)
+    assert graph["mnist_arch.project"] >= {"mnist_arch.paths", "mnist_arch.spec"}  # the reader sees the imports
     cycles = _cycles(graph)
     # the registry imports the references lazily (to register them); each reference registers itself with it
     registry = {"mnist_arch.registry", "mnist_arch.models", *(m for m in files if m.startswith("mnist_arch.models."))}

@@ -1,0 +1,105 @@
+"""What crosses the wall: a declared model and one request per job, carried whole to a worker.
+
+The parent side (`mnist_arch.jobs`) builds a request and sends it; the worker side (`mnist_arch.remote`) takes it
+whole. Plain frozen dataclasses, pickled on the pipe: no torch, nothing of either side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mnist_arch.paths import is_file_target
+from mnist_arch.spec import Recipe, Spec
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One declared model: a name, a builder (a loader target), a spec with its recipes, wherever it was declared
+    (a `[tool.mnist-arch]` table, our registry, --model)."""
+
+    name: str
+    target: str  # PATH.py:ATTR with an absolute path, or package.module:ATTR
+    spec: Spec  # with its recipes ("quick", "full", "rule")
+    source: str  # where it was declared, for messages
+    loss: str | None = None  # the training loss the declaration names; None: it follows the model's output
+    line: int = 0  # 0-based line of its table in pyproject.toml
+    error: str | None = None  # why the declaration is invalid: judging it reports this, the others still run
+    folder: Path | None = None  # where package.module targets import from (default: the project's folder)
+
+    @property
+    def model_folder(self) -> Path | None:
+        source = self.target.rpartition(":")[0]
+        return Path(source).parent if is_file_target(source) else None
+
+
+def training_recipe(model: Declared, recipe_name: str, final_activation: str | None) -> Recipe:
+    """The recipe to train with. Where the declaration names no loss, the loss follows the model's
+    output: NLL for log-softmax, cross-entropy for logits (and for softmax, which the lint reports)."""
+    recipe = model.spec.recipes[recipe_name]
+    if model.loss is None:
+        recipe = replace(recipe, loss="nll" if final_activation == "log_softmax" else "cross_entropy")
+    return recipe
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """Judge a declared model against its spec, with `changes` to the spec (`remote.check`)."""
+
+    model: Declared
+    changes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SummaryRequest:
+    """A declared model's layer table for an input shape (`remote.summary`)."""
+
+    model: Declared
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One seeded training run of a declared model's recipe (`remote.train`); with `seed_threads`, only the threads
+    such a run takes alone (`remote.seed_threads`)."""
+
+    model: Declared
+    recipe_name: str = "quick"
+    final_activation: str | None = None  # the model's output: the loss follows it (`training_recipe`)
+    seed: int = 0
+    epochs: int | None = None  # the recipe's unless given
+    device: str = "auto"
+    time_budget: float | None = None
+    data_dir: str | None = None  # the folder holding MNIST/raw/ (`paths.mnist_root`)
+    plots: str | None = None  # a folder for the PNGs
+    save: str | None = None  # a checkpoint path
+    threads: int | None = None  # CPU threads (default: train.choose_threads)
+    estimate_runs: int = 1  # the runs (seeds) its estimate covers, this one and those after it; 0: no estimate
+    estimate_at_once: int = 1  # of those runs, how many run side by side
+    epoch_records: bool = False  # a `tune` trial: also send the worker's pid and each `runs.Epoch` (the pruner's)
+
+
+@dataclass(frozen=True)
+class ForwardRequest:
+    """Prepare a declared model's eager forward pass on a fixed batch, as `bench` times it (`remote.load_for_forward`,
+    then `remote.run_forwards`): the plugin's forward benchmarks."""
+
+    model: Declared
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """Time a declared model's forward (and training step) on the paths and batch sizes given (`remote.bench`)."""
+
+    model: Declared
+    batch_sizes: tuple[int, ...]
+    paths: tuple[str, ...]
+    device: str
+    min_time: float
+    peaks: Any  # the machine's measured peaks (`bench`), or None
+    train: bool = False
+    data_dir: str | None = None
+    weights: str | None = None  # a checkpoint to load first
