@@ -39,7 +39,7 @@ from course_pipeline import (  # benchmarks/course_pipeline.py
 
 from mnist_arch.data import load_mnist
 from mnist_arch.spec import Augment, Recipe
-from mnist_arch.train import train_model
+from mnist_arch.train import RunOptions, train_model
 
 ROUNDS = int(os.environ.get("COURSE_EPOCH_ROUNDS", 2))
 TARGET = 3.0
@@ -64,7 +64,7 @@ def ours_epoch(root, seed: int, threads: int) -> dict:
     torch.manual_seed(seed)
     model = CourseNet()
     started, cpu = time.perf_counter(), time.process_time()
-    result = train_model(model, RECIPE, data, seed=seed, progress=False, threads=threads)
+    result = train_model(model, RECIPE, data, RunOptions(seed=seed, threads=threads))
     return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
             "test_accuracy": result.test_accuracy, "setting": result.setting, "threads": result.threads}
 

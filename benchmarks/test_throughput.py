@@ -34,8 +34,8 @@ import pytest
 import torch
 
 from mnist_arch import bench
+from mnist_arch.machine import native_bf16
 from mnist_arch.registry import list_models
-from mnist_arch.train import native_bf16
 
 MODELS = list_models()
 BATCH_SIZES = (1, 64, 1024)

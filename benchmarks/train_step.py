@@ -49,8 +49,9 @@ import torch  # noqa: E402
 _TORCH = time.perf_counter()
 from mnist_arch import create_model, get_spec  # noqa: E402
 from mnist_arch.data import load_mnist  # noqa: E402
+from mnist_arch.machine import choose_threads  # noqa: E402
 from mnist_arch.train import (  # noqa: E402
-    choose_threads,
+    RunOptions,
     evaluate,
     fit_recipe,
     make_optimizer,
@@ -307,7 +308,7 @@ def phases(args) -> None:
     dynamo = "torch._dynamo" in sys.modules
     timed("create the optimizer" + ("" if dynamo else " (torch.optim imports torch._dynamo)"),
           lambda: make_optimizer(prepare_model(create_model(args.name), recipe), recipe))
-    result = train_model(model, recipe, data, name=args.name, progress=False, threads=threads)
+    result = train_model(model, recipe, data, RunOptions(name=args.name, threads=threads))
     # The run's seconds include one evaluation per epoch: time one more to split them.
     started = time.perf_counter()
     evaluate(prepare_model(model, recipe), data.test_images, data.test_labels, recipe)

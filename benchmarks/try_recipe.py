@@ -21,7 +21,7 @@ from mnist_arch import create_model, get_spec
 from mnist_arch.data import load_mnist
 from mnist_arch.runs import runs_table
 from mnist_arch.spec import Augment
-from mnist_arch.train import fit_recipe, train_model
+from mnist_arch.train import RunOptions, fit_recipe, train_model
 
 
 def seeds(text: str) -> list[int]:
@@ -54,8 +54,8 @@ def main() -> None:
     results = []
     for seed in args.seed:
         torch.manual_seed(seed)
-        results.append(train_model(create_model(args.name), recipe, data, name=args.name, recipe_name=args.recipe,
-                                   seed=seed, progress=False, threads=args.threads))
+        options = RunOptions(name=args.name, recipe_name=args.recipe, seed=seed, threads=args.threads)
+        results.append(train_model(create_model(args.name), recipe, data, options))
     fitted, setting = fit_recipe(recipe)  # as the trainer runs it on this CPU
     images = (fitted.train_subset or len(data.train_images)) * fitted.epochs
     print(f"{args.name} `{args.recipe}` with {', '.join(args.set) or 'no changes'}, {setting}: {images:,} training "

@@ -73,6 +73,7 @@ import torch.nn as nn
 from mnist_arch import data
 from mnist_arch.channel import phase
 from mnist_arch.errors import MnistArchError
+from mnist_arch.machine import native_bf16, resolve_device
 from mnist_arch.spec import MNIST_MEAN_STD, Recipe
 from mnist_arch.trace import example_input
 from mnist_arch.train import (
@@ -80,11 +81,9 @@ from mnist_arch.train import (
     fit_recipe,
     make_optimizer,
     model_input,
-    native_bf16,
     optimize,
     prepare_model,
     recipe_call,
-    resolve_device,
 )
 
 #: Modifiers a path may combine, in the order they are applied; "eager" is none of them.

@@ -49,8 +49,9 @@ def train(request: TrainRequest):
 
     from mnist_arch.data import load_mnist
     from mnist_arch.loader import load_model
+    from mnist_arch.machine import resolve_device
     from mnist_arch.runs import epoch_line
-    from mnist_arch.train import resolve_device, save_checkpoint, train_model
+    from mnist_arch.train import RunOptions, save_checkpoint, train_model
 
     model = request.model
     device = resolve_device(request.device)
@@ -73,10 +74,10 @@ def train(request: TrainRequest):
     def on_estimate(estimate) -> None:
         note(replace(estimate, runs=request.estimate_runs, at_once=request.estimate_at_once).line(model.name))
 
-    result = train_model(built, recipe, data, name=model.name, recipe_name=request.recipe_name,
-                         epochs=request.epochs, seed=request.seed, device=device, time_budget=request.time_budget,
-                         progress=False, on_epoch=on_epoch, threads=request.threads,
+    options = RunOptions(name=model.name, recipe_name=request.recipe_name, epochs=request.epochs, seed=request.seed,
+                         device=device, time_budget=request.time_budget, threads=request.threads, on_epoch=on_epoch,
                          on_estimate=on_estimate if request.estimate_runs else None)
+    result = train_model(built, recipe, data, options)
     if request.plots:
         from mnist_arch.plots import save_plots
 
@@ -95,7 +96,8 @@ def seed_threads(request: TrainRequest) -> tuple[str, int]:
     import torch
 
     from mnist_arch.loader import load_model
-    from mnist_arch.train import choose_threads, fit_recipe, resolve_device
+    from mnist_arch.machine import choose_threads, resolve_device
+    from mnist_arch.train import fit_recipe
 
     dev = resolve_device(request.device)
     if dev.type != "cpu":

@@ -7,15 +7,12 @@ per-sample Python, which is where the reference repositories spend most of their
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -24,7 +21,8 @@ from tqdm.auto import tqdm
 
 from mnist_arch.data import MNIST, normalize, random_affine
 from mnist_arch.errors import MnistArchError, ours
-from mnist_arch.runs import Epoch, Estimate, TrainResult, available_cores, judge_rule
+from mnist_arch.machine import choose_threads, hardware, keep_freed_memory, native_bf16
+from mnist_arch.runs import Epoch, Estimate, TrainResult, judge_rule
 from mnist_arch.spec import RECIPE_CHOICES, Recipe
 
 #: A prediction share above this on one class is reported as a collapse. A trained MNIST classifier
@@ -32,58 +30,10 @@ from mnist_arch.spec import RECIPE_CHOICES, Recipe
 COLLAPSE_SHARE = 0.5
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU. Asking for CUDA without it is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise MnistArchError(f"Unknown device {device!r}; use auto, cpu or cuda.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MnistArchError(
-            f"Device {device!r} was asked for, but this PyTorch ({torch.__version__}) sees no CUDA device; "
-            "use --device cpu, or --device auto to take CUDA only where it exists."
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise MnistArchError(f"Device {device!r} is not supported; use auto, cpu or cuda.")
-    return dev
-
-
-#: CPU flags of the instructions that compute bf16 (`torch.cpu.get_capabilities()`, read from the hardware).
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
-
-
-def native_bf16(device: str | torch.device) -> bool:
-    """Whether `device` computes bf16 natively. On a CPU: oneDNN says so (`_is_mkldnn_bf16_supported`, which
-    honours ONEDNN_MAX_CPU_ISA) and the CPU has one of `BF16_CPU_FLAGS` (some oneDNN builds answer yes for any
-    AVX-512 CPU and emulate bf16 there); without them bf16 is emulated, 3.8-20x slower than fp32 in issue 19's
-    measurements (docs/training.md). On CUDA: compute capability 8.0 or newer (Ampere on)."""
-    device = torch.device(device)
-    if device.type == "cuda":  # asked about CUDA where there is none (the paths bench would take there): no
-        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
-    if device.type != "cpu":
-        return False
-    try:
-        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
-    capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch 2.5 and newer
-    if capabilities is None:
-        return onednn
-    return onednn and any(capabilities().get(flag) for flag in BF16_CPU_FLAGS)
-
-
 def _known_precision(recipe: Recipe) -> None:
     choices = RECIPE_CHOICES["precision"]
     if recipe.precision not in choices:
         raise MnistArchError(f"Recipe precision {recipe.precision!r} is not one of {', '.join(choices)}.")
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cpu":
-        return f"this CPU ({torch.backends.cpu.get_cpu_capability()})"
-    return f"this GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"device {device}"
 
 
 def fit_recipe(recipe: Recipe, device: str | torch.device = "cpu") -> tuple[Recipe, str]:
@@ -101,9 +51,9 @@ def fit_recipe(recipe: Recipe, device: str | torch.device = "cpu") -> tuple[Reci
     if recipe.precision == "fp32":
         return recipe, "fp32"
     if native_bf16(device):
-        return recipe, f"{recipe.precision} ({_hardware(device)} computes bf16 natively)"
+        return recipe, f"{recipe.precision} ({hardware(device)} computes bf16 natively)"
     fitted = recipe_call("fp32_changes", recipe, recipe.in_fp32)
-    return fitted, (f"fp32, not the declared {recipe.precision}: {_hardware(device)} has no native bf16"
+    return fitted, (f"fp32, not the declared {recipe.precision}: {hardware(device)} has no native bf16"
                     + (" (the recipe's fp32_changes apply)" if recipe.fp32_changes else ""))
 
 
@@ -249,85 +199,6 @@ def compute_loss(recipe: Recipe, output: torch.Tensor, target: torch.Tensor) -> 
     return (1 - recipe.label_smoothing) * nll - recipe.label_smoothing * output.mean(1).mean()
 
 
-#: Forward multiply-accumulates per training step that justify one more CPU thread (see `choose_threads`).
-MULT_ADDS_PER_THREAD = 1e9
-
-
-def _step_mult_adds(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...]) -> int:
-    """Forward multiply-accumulates of one training step (batch x one image's, torchinfo's convention;
-    0 when unknown). The recorded pass leaves the model and the random number generators as they were,
-    so a seed repeats its run whether or not the threads were chosen."""
-    from mnist_arch.trace import count_mult_adds
-
-    try:
-        with torch.random.fork_rng(devices=[]):
-            per_image = count_mult_adds(model, input_shape)
-    except MnistArchError:  # the run itself will say what is wrong with the model
-        return 0
-    return recipe.batch_size * (per_image or 0)
-
-
-def _cpu_ticks(stat: str, cpus: set[int]) -> dict[int, tuple[int, int]]:
-    """{cpu: (idle, total) ticks} for those of `cpus` that the per-CPU lines of a /proc/stat text list."""
-    ticks = {}
-    for name, *fields in (line.split() for line in stat.splitlines() if line.strip()):
-        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-            values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-            ticks[int(name[3:])] = (values[3] + values[4], sum(values))
-    return ticks
-
-
-def idle_cores(seconds: float = 0.2, stat: str = "/proc/stat") -> float | None:
-    """How many of the cores this process may run on sat idle over the next `seconds`: the sum of their
-    idle shares, from the per-CPU lines of /proc/stat (None where it lists none of them). Not the whole
-    host's: on a large machine that lends this process two cores, the others' idleness is no room for a
-    second thread. A core listed in only one of the two looks (brought online between them) is left out."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-
-    def sample() -> dict[int, tuple[int, int]]:
-        with open(stat) as f:
-            return _cpu_ticks(f.read(), cpus)
-
-    try:
-        before = sample()
-        time.sleep(seconds)
-        after = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    shares = [(after[cpu][0] - before[cpu][0]) / (after[cpu][1] - before[cpu][1])
-              for cpu in before.keys() & after.keys() if after[cpu][1] > before[cpu][1]]
-    return sum(shares) if shares else None
-
-
-def choose_threads(model: nn.Module, recipe: Recipe, input_shape: tuple[int, ...] = (1, 28, 28),
-                   idle: bool = True) -> int:
-    """CPU threads for a training run: the one place this is decided (docs/training.md has the measurements).
-
-    1. One thread per MULT_ADDS_PER_THREAD of forward work in a step (batch x one image's; unknown
-       work, say a matmul the count does not cover, gets one thread),
-    2. at most the cores this process may use, shared out among pytest-xdist workers (OMP_NUM_THREADS,
-       where set, caps it),
-    3. one thread unless OpenMP's waiting threads sleep (OMP_WAIT_POLICY=PASSIVE, which the command line
-       sets before torch loads, in its own process and its workers),
-    4. and, where that still leaves more than one, no more than the cores found idle right now.
-
-    Why, measured on the 2-core CI machine: a second thread buys nothing for the small networks (their
-    convolutions are a few channels wide) and 1.5-1.7x for `wide_cnn` and `parallel_cnn`. Beside one
-    busy process, spinning OpenMP threads wait at every barrier for a thread that is not running (2.6-3.3x
-    slower); sleeping ones still lose 1.7-2.6x, while one thread loses nothing: so a run that finds a core
-    taken keeps to one thread.
-    """
-    available = available_cores()
-    if available <= 1 or os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
-        return 1
-    wanted = max(1, min(available, int(_step_mult_adds(model, recipe, input_shape) // MULT_ADDS_PER_THREAD)))
-    if wanted > 1 and idle:  # rule 4, unless the caller reserves the cores (`remote.seed_threads`)
-        found = idle_cores()
-        if found is not None:
-            wanted = max(1, min(wanted, int(found + 0.5)))
-    return wanted
-
-
 # Recipe precisions (RECIPE_CHOICES["precision"]). "bf16": autocast, fp32 weights and optimizer state,
 # each weight cast to bf16 for every step's forward (20-28% of a wide_cnn or parallel_cnn step on the CPU,
 # docs/training.md). "bf16_weights": weights, gradients and optimizer state in bf16 too: no casts, half
@@ -395,37 +266,6 @@ def choose_layout(model: nn.Module, recipe: Recipe, images_u8: torch.Tensor) -> 
     return model, nhwc, ", channels_last (chosen: oneDNN runs this CPU's convolutions)"
 
 
-#: glibc's mallopt parameters, and what `keep_freed_memory` sets them to.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-KEEP_FREED_BYTES, HEAP_BELOW_BYTES = 256 << 20, 32 << 20
-
-
-@functools.cache
-def keep_freed_memory() -> str:
-    """Have glibc's allocator keep freed memory for reuse in this process, not hand it back to the kernel: the
-    choice in words for a run's setting, "" where the C library is not glibc (nothing is changed there).
-
-    A training step allocates and frees the same activations every step. With glibc's defaults, blocks above
-    its (adaptive) mmap threshold are mapped and unmapped each time, and freed memory at the top of the heap
-    is trimmed: every step then faults its pages in again, which the kernel zeroes (2,000-10,000 page
-    faults and 5-17 ms of system time in a 60 ms step of a course-style network on one thread, docs/training.md).
-    From the first run on, blocks under HEAP_BELOW_BYTES come from the heap and up to KEEP_FREED_BYTES of
-    freed heap is kept: no faults after the first steps. Process-wide and for the process's lifetime (glibc
-    has no way back to its adaptive threshold); a training process, which the command line's worker is."""
-    if not sys.platform.startswith("linux"):
-        return ""
-    try:
-        libc = ctypes.CDLL(None)  # the C library this process runs on
-    except OSError:
-        return ""
-    if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (musl's mallopt does nothing)
-        return ""
-    if (libc.mallopt(_M_MMAP_THRESHOLD, HEAP_BELOW_BYTES) != 1
-            or libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) != 1):
-        return ""
-    return ", freed memory kept for reuse (glibc)"
-
-
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe, images_u8: torch.Tensor,
                labels: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the recipe on a batch of uint8 images: normalise (and augment) on the images' device,
@@ -472,34 +312,47 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recip
     return total_loss / len(images), (predictions == labels).sum().item() / len(labels), predictions
 
 
-def train_model(model: nn.Module, recipe: Recipe, data: MNIST, *, name: str = "model", recipe_name: str = "",
-                epochs: int | None = None, seed: int = 0, device: str | torch.device = "cpu",
-                time_budget: float | None = None, progress: bool = True, threads: int | None = None,
-                on_epoch: Callable[[Epoch], None] | None = None,
-                on_estimate: Callable[[Estimate], None] | None = None) -> TrainResult:
+@dataclass(frozen=True)
+class RunOptions:
+    """How one training run goes, beside its model, recipe and data (`train_model`)."""
+
+    name: str = "model"  # the result's labels
+    recipe_name: str = ""
+    epochs: int | None = None  # the recipe's unless given
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    time_budget: float | None = None  # seconds, after which the run stops at the next step
+    threads: int | None = None  # CPU threads (default: `machine.choose_threads`)
+    progress: bool = False  # a tqdm bar per epoch, for an interactive run
+    on_epoch: Callable[[Epoch], None] | None = None
+    on_estimate: Callable[[Estimate], None] | None = None
+
+
+def train_model(model: nn.Module, recipe: Recipe, data: MNIST, options: RunOptions = RunOptions()) -> TrainResult:
     """Train `model` with `recipe` on `data` (already on `device`) and evaluate on the test set.
 
-    `seed` fixes shuffling, augmentation and dropout. For a repeatable run, also seed before building
+    `options.seed` fixes shuffling, augmentation and dropout. For a repeatable run, also seed before building
     the model (`torch.manual_seed(seed)`), as `mnist-arch train` does, so the initial weights repeat.
-    `threads`: CPU threads for this run (default: `choose_threads`); restored afterwards. `on_epoch` is
+    `options.threads`: CPU threads for this run (default: `choose_threads`); restored afterwards. `on_epoch` is
     called with each epoch's `Epoch` as soon as it is evaluated (the CLI prints it); `on_estimate` with what
     the run will take, measured on its own first steps (`_Timer`), a second or so into it.
     A recipe with `consecutive` (the rule tier, docs/rule.md) stops as soon as `runs.judge_rule` is settled.
     """
-    device = torch.device(device)
+    device = torch.device(options.device)
     recipe, setting = fit_recipe(recipe, device)  # what it trains at here: the run reports it
+    if options.epochs:
+        recipe = dataclasses.replace(recipe, epochs=options.epochs)
     previous = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(threads or choose_threads(model, recipe))
+        torch.set_num_threads(options.threads or choose_threads(model, recipe))
     try:
-        timer = _Timer(device, setting, on_estimate) if on_estimate is not None else None
-        result = _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_budget, progress,
-                        on_epoch, timer)
+        timer = _Timer(device, setting, options.on_estimate) if options.on_estimate is not None else None
+        result = _train(model, recipe, data, dataclasses.replace(options, device=device), timer)
         result.threads = torch.get_num_threads() if device.type == "cpu" else 0
         result.device, result.precision = device.type, recipe.precision
         result.setting = setting + result.setting  # and what `_train` chose for the model (layout, memory)
-        result.min_accuracy, result.seed, result.consecutive = recipe.min_accuracy, seed, recipe.consecutive
-        result.max_epochs = epochs or recipe.epochs
+        result.min_accuracy, result.seed, result.consecutive = recipe.min_accuracy, options.seed, recipe.consecutive
+        result.max_epochs = recipe.epochs
         return result
     finally:
         torch.set_num_threads(previous)
@@ -537,14 +390,14 @@ class _Timer:
         eval_seconds = (self._now() - start) * math.ceil(len(data.test_images) / self.EVAL_BATCH)
         model.train()
         threads = torch.get_num_threads() if self.device.type == "cpu" else 0
-        self.report(Estimate(epochs, steps_per_epoch, step_seconds, eval_seconds, _hardware(self.device), threads,
+        self.report(Estimate(epochs, steps_per_epoch, step_seconds, eval_seconds, hardware(self.device), threads,
                              self.setting, at_most=recipe.consecutive is not None))
         self.started = None
 
 
-def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_budget, progress, on_epoch,
-           timer=None):
-    epochs = epochs or recipe.epochs
+def _train(model: nn.Module, recipe: Recipe, data: MNIST, options: RunOptions, timer: _Timer | None) -> TrainResult:
+    epochs, seed, device, name = recipe.epochs, options.seed, options.device, options.name
+    time_budget, progress = options.time_budget, options.progress
     torch.manual_seed(seed)  # the model's own randomness (dropout masks)
     generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and augmentation
 
@@ -559,7 +412,7 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
     optimizer = recipe_call("optimizer", recipe, make_optimizer, model, recipe)
     scheduler = recipe_call("schedule", recipe, _scheduler, optimizer, recipe, epochs, steps_per_epoch)
 
-    result = TrainResult(name, recipe_name, 0, 0.0, 0.0, setting=chosen)
+    result = TrainResult(name, options.recipe_name, 0, 0.0, 0.0, setting=chosen)
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         epoch_start = time.perf_counter()
@@ -598,8 +451,8 @@ def _train(model, recipe, data, name, recipe_name, epochs, seed, device, time_bu
         result.history.append(Epoch(epoch, loss_sum.item() / seen, correct.item() / seen, test_loss,
                                     test_acc, lr, time.perf_counter() - epoch_start,
                                     detect_collapse(predictions, int(data.test_labels.max()) + 1)))
-        if on_epoch is not None:
-            on_epoch(result.history[-1])
+        if options.on_epoch is not None:
+            options.on_epoch(result.history[-1])
         if progress:
             tqdm.write(f"{name} epoch {epoch}/{epochs}: train loss {result.history[-1].train_loss:.4f}, "
                        f"test loss {test_loss:.4f}, test accuracy {test_acc:.2%}, lr {lr:.5f}")

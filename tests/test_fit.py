@@ -19,7 +19,7 @@ from mnist_arch.cli import main
 from mnist_arch.data import MNIST, load_mnist
 from mnist_arch.errors import MnistArchError
 from mnist_arch.spec import RECIPE_CHOICES, Recipe
-from mnist_arch.train import fit_recipe, make_optimizer, optimizer_kernel, train_model
+from mnist_arch.train import RunOptions, fit_recipe, make_optimizer, optimizer_kernel, train_model
 
 #: The stand-in for a CPU without native bf16 (docs/training.md, "A CPU without native bf16"): oneDNN capped at
 #: AVX2, which also makes torch.ops.mkldnn._is_mkldnn_bf16_supported() answer False, and ATen's kernels capped at
@@ -59,7 +59,8 @@ def test_without_native_bf16_every_quick_recipe_trains_in_fp32():
     out = _in_a_fresh_process("""
         import json, torch
         from mnist_arch import bench, get_spec, list_models
-        from mnist_arch.train import fit_recipe, native_bf16
+        from mnist_arch.machine import native_bf16
+        from mnist_arch.train import fit_recipe
         fitted = {n: fit_recipe(get_spec(n).recipes["quick"]) for n in list_models()}
         print(json.dumps({"onednn": torch.ops.mkldnn._is_mkldnn_bf16_supported(), "native": native_bf16("cpu"),
                           "capability": torch.backends.cpu.get_cpu_capability(),
@@ -146,8 +147,8 @@ def test_every_bf16_quick_recipe_has_fp32_seeds_behind_its_fp32_threshold():
 def test_a_run_says_what_it_ran_at(small, monkeypatch):
     monkeypatch.setattr(train, "native_bf16", lambda device: False)
     torch.manual_seed(0)
-    result = train_model(create_model("micro_cnn"), BF16, small, name="micro_cnn", recipe_name="quick",
-                         threads=1, progress=False)
+    result = train_model(create_model("micro_cnn"), BF16, small,
+                         RunOptions(name="micro_cnn", recipe_name="quick", threads=1))
     assert (result.device, result.precision, result.min_accuracy) == ("cpu", "fp32", 0.8)
     assert result.setting.startswith("fp32, not the declared bf16_weights")
     assert result.passed == (result.test_accuracy >= 0.8 and result.collapsed is None)
@@ -186,9 +187,8 @@ def test_an_optimizer_whose_fused_kernel_torch_lacks_gets_foreach(fresh_kernels,
     made = make_optimizer(create_model("micro_cnn"), dataclasses.replace(BF16, optimizer="adagrad"))
     assert made.defaults["foreach"] is True and not made.defaults.get("fused")
     _one_step(made)
-    result = train_model(create_model("micro_cnn"), dataclasses.replace(BF16, optimizer="adagrad", lr=0.05,
-                                                                        precision="fp32"), small, threads=1,
-                         progress=False)
+    recipe = dataclasses.replace(BF16, optimizer="adagrad", lr=0.05, precision="fp32")
+    result = train_model(create_model("micro_cnn"), recipe, small, RunOptions(threads=1))
     assert result.test_accuracy > 0.3
 
 
@@ -241,7 +241,7 @@ def test_a_recipes_own_choice_is_left_as_it_is():
 def test_a_failing_set_up_names_the_recipe_field(small, changes, field, raised):
     recipe = dataclasses.replace(BF16, precision="fp32", **changes)
     with pytest.raises(MnistArchError) as info:
-        train_model(create_model("micro_cnn"), recipe, small, threads=1, progress=False)
+        train_model(create_model("micro_cnn"), recipe, small, RunOptions(threads=1))
     message = str(info.value)
     assert message.startswith(f"mnist-arch's own set-up failed, not the model's code: the recipe's {field} "
                               f"raised {raised}: "), message
@@ -259,7 +259,7 @@ def test_a_failing_optimizer_step_is_ours(small, monkeypatch, fresh_kernels):
     with pytest.raises(MnistArchError, match=r"^mnist-arch's own set-up failed, not the model's code: the "
                                              r"recipe's optimizer \('sgd' with \{\}\) raised RuntimeError: the kernel "
                                              r"is not there\. Check"):
-        train_model(create_model("micro_cnn"), recipe, small, threads=1, progress=False)
+        train_model(create_model("micro_cnn"), recipe, small, RunOptions(threads=1))
 
 
 PROJECT = """\
@@ -320,8 +320,8 @@ def test_the_markdown_table_of_seeds_says_what_they_ran_at_and_which_side_of_the
     from mnist_arch.runs import runs_table
 
     monkeypatch.setattr(train, "native_bf16", lambda device: False)
-    results = [train_model(create_model("micro_cnn"), BF16, small, name="micro_cnn", recipe_name="quick", seed=s,
-                           threads=1, progress=False) for s in (0, 1)]
+    results = [train_model(create_model("micro_cnn"), BF16, small,
+                           RunOptions(name="micro_cnn", recipe_name="quick", seed=s, threads=1)) for s in (0, 1)]
     table = runs_table(results, [0, 1], BF16)
     assert "| seed | test accuracy | epochs | seconds | device | precision | threads | collapsed |" in table
     assert "| 0 | " in table and " | cpu | fp32 | 1 | " in table
@@ -346,10 +346,10 @@ def test_an_output_no_loss_can_take_is_named_as_the_models(small):
     recipe = dataclasses.replace(BF16, precision="fp32")
     with pytest.raises(MnistArchError, match=r"^The model's output is a tuple, and training needs one tensor of shape "
                                              r"\[batch, classes\]"):
-        train_model(TwoOutputs(), recipe, small, threads=1, progress=False)
+        train_model(TwoOutputs(), recipe, small, RunOptions(threads=1))
     head = torch.nn.Sequential(torch.nn.Conv2d(1, 10, 28), torch.nn.AdaptiveAvgPool2d(1))  # never flattened
     with pytest.raises(MnistArchError, match=r"a tensor of shape \[64, 10, 1, 1\]"):
-        train_model(head, recipe, small, threads=1, progress=False)
+        train_model(head, recipe, small, RunOptions(threads=1))
 
 
 def test_saving_is_ours_too(mnist_root, tmp_path, capsys):

@@ -299,46 +299,45 @@ def recipe(**changes):
     ("cosine", {}, [0.1, 0.075, 0.025]),  # T_max: the run's 3 epochs
 ])
 def test_epoch_schedules_step_once_an_epoch(small, schedule, kwargs, lrs):
-    from mnist_arch.train import train_model
+    from mnist_arch.train import RunOptions, train_model
 
-    result = train_model(linear(), recipe(schedule=schedule, schedule_kwargs=kwargs), small, progress=False, threads=1)
+    result = train_model(linear(), recipe(schedule=schedule, schedule_kwargs=kwargs), small, RunOptions(threads=1))
     assert [e.lr for e in result.history] == pytest.approx(lrs)
 
 
 def test_the_rule_stops_the_run_once_its_verdict_is_settled(small):
-    from mnist_arch.train import train_model
+    from mnist_arch.train import RunOptions, train_model
 
-    passed = train_model(linear(), recipe(epochs=6, consecutive=2, min_accuracy=0.5), small, progress=False, threads=1)
+    passed = train_model(linear(), recipe(epochs=6, consecutive=2, min_accuracy=0.5), small, RunOptions(threads=1))
     assert (passed.passed, passed.epochs, passed.max_epochs, passed.judged().held) == (True, 2, 6, (1, 2))
-    failed = train_model(linear(), recipe(epochs=4, consecutive=3, min_accuracy=0.999), small, progress=False,
-                         threads=1)
+    failed = train_model(linear(), recipe(epochs=4, consecutive=3, min_accuracy=0.999), small, RunOptions(threads=1))
     assert (failed.passed, failed.epochs) == (False, 2)  # after epoch 2, 3 in a row no longer fit in 4
     assert failed.judged().reason.endswith("stopped after epoch 2: 3 in a row no longer fit in 4")
 
 
 def test_a_run_whose_loss_blows_up_stops_and_fails_with_that_reason(small):
-    from mnist_arch.train import train_model
+    from mnist_arch.train import RunOptions, train_model
 
-    result = train_model(linear(), recipe(lr=1e38, epochs=5, consecutive=1), small, progress=False, threads=1)
+    result = train_model(linear(), recipe(lr=1e38, epochs=5, consecutive=1), small, RunOptions(threads=1))
     assert (result.passed, result.epochs) == (False, 1)
     assert result.judged().reason.startswith("the loss is not a number in epoch 1 (train loss nan, ")
 
 
 def test_rotation_trains(small):
-    from mnist_arch.train import train_model
+    from mnist_arch.train import RunOptions, train_model
 
-    plain = train_model(linear(), recipe(epochs=1), small, progress=False, threads=1)
-    rotated = train_model(linear(), recipe(epochs=1, augment=Augment(degrees=15)), small, progress=False, threads=1)
+    plain = train_model(linear(), recipe(epochs=1), small, RunOptions(threads=1))
+    rotated = train_model(linear(), recipe(epochs=1, augment=Augment(degrees=15)), small, RunOptions(threads=1))
     assert rotated.history[0].train_loss != plain.history[0].train_loss and rotated.test_accuracy > 0.5
 
 
 def test_the_estimate_is_measured_on_the_runs_own_steps_and_changes_nothing(small):
-    from mnist_arch.train import train_model
+    from mnist_arch.train import RunOptions, train_model
 
     said = []
-    timed = train_model(linear(), recipe(augment=Augment(degrees=7)), small, progress=False, threads=1,
-                        on_estimate=said.append)
-    plain = train_model(linear(), recipe(augment=Augment(degrees=7)), small, progress=False, threads=1)
+    timed = train_model(linear(), recipe(augment=Augment(degrees=7)), small,
+                        RunOptions(threads=1, on_estimate=said.append))
+    plain = train_model(linear(), recipe(augment=Augment(degrees=7)), small, RunOptions(threads=1))
     (estimate,) = said
     assert (estimate.epochs, estimate.steps_per_epoch, estimate.threads, estimate.precision) == (3, 8, 1, "fp32")
     assert estimate.step_seconds > 0 and estimate.eval_seconds > 0 and estimate.hardware.startswith("this CPU")

@@ -16,8 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mnist_arch.data import MNIST, load_mnist
+from mnist_arch.machine import keep_freed_memory
 from mnist_arch.spec import Augment, Recipe
-from mnist_arch.train import choose_layout, keep_freed_memory, prepare_model, train_model
+from mnist_arch.train import RunOptions, choose_layout, prepare_model, train_model
 
 ONEDNN = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 #: The course recipe of issue 27, on a few steps: SGD with momentum, rotation, NLL on log_softmax, layout open.
@@ -90,7 +91,7 @@ def test_without_a_convolution_there_is_nothing_to_choose():
 def test_a_model_that_fails_in_channels_last_trains_contiguous_and_says_why(small):
     torch.manual_seed(0)
     model = ViewNet()
-    result = train_model(model, COURSE, small, threads=1, progress=False)
+    result = train_model(model, COURSE, small, RunOptions(threads=1))
     assert result.setting.startswith("fp32, contiguous (its forward raised in channels_last: RuntimeError: view size")
     assert model.conv.weight.is_contiguous() and not model.conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert result.test_accuracy > 0.3  # it trained (a tenth is chance), in the layout its code works in
@@ -116,7 +117,7 @@ def test_the_chosen_layout_trains_like_the_contiguous_one(small):
     for declared in (False, None):
         torch.manual_seed(0)
         runs[declared] = train_model(SmallCourseNet(), dataclasses.replace(COURSE, channels_last=declared), small,
-                                     seed=0, threads=1, progress=False)
+                                     RunOptions(seed=0, threads=1))
     plain, chosen = runs[False], runs[None]
     assert plain.test_accuracy > 0.6 and abs(plain.test_accuracy - chosen.test_accuracy) < 0.02, (
         plain.test_accuracy, chosen.test_accuracy)
@@ -131,7 +132,7 @@ def test_kept_memory_stops_the_page_faults_of_every_step():
     faults); once `keep_freed_memory` has run, none do. Counted by the kernel (getrusage), in a fresh process."""
     code = textwrap.dedent("""
         import json, resource, torch, torch.nn as nn, torch.nn.functional as F
-        from mnist_arch.train import keep_freed_memory
+        from mnist_arch.machine import keep_freed_memory
         torch.set_num_threads(1)
         torch.manual_seed(0)
         net = nn.Sequential(nn.Conv2d(1, 10, 3), nn.ReLU(), nn.BatchNorm2d(10), nn.Dropout(0.05),

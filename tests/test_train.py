@@ -12,19 +12,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mnist_arch import create_model, get_spec, list_models, train
+from mnist_arch import create_model, get_spec, list_models, machine, train
 from mnist_arch.cli import main
 from mnist_arch.data import MNIST, load_mnist
 from mnist_arch.errors import MnistArchError
+from mnist_arch.machine import choose_threads, resolve_device
 from mnist_arch.spec import RECIPE_CHOICES, Recipe
 from mnist_arch.train import (
-    choose_threads,
+    RunOptions,
     compute_loss,
     detect_collapse,
     fit_recipe,
     load_checkpoint,
     prepare_model,
-    resolve_device,
     save_checkpoint,
     train_model,
 )
@@ -52,7 +52,7 @@ def test_quick_recipe_reaches_its_threshold(name, mnist):
     declared = get_spec(name).recipes["quick"]
     recipe, setting = fit_recipe(declared)
     torch.manual_seed(0)
-    result = train_model(create_model(name), declared, mnist, name=name, seed=0, progress=False)
+    result = train_model(create_model(name), declared, mnist, RunOptions(name=name, seed=0))
     assert (result.precision, result.min_accuracy) == (recipe.precision, recipe.min_accuracy)
     assert result.collapsed is None, result.collapsed
     assert result.test_accuracy >= recipe.min_accuracy, (
@@ -68,7 +68,7 @@ def test_quick_recipe_in_fp32_reaches_its_fp32_threshold(name, mnist, monkeypatc
     monkeypatch.setattr(train, "native_bf16", lambda device: False)
     declared = get_spec(name).recipes["quick"]
     torch.manual_seed(0)
-    result = train_model(create_model(name), declared, mnist, name=name, seed=0, threads=1, progress=False)
+    result = train_model(create_model(name), declared, mnist, RunOptions(name=name, seed=0, threads=1))
     fp32 = declared.in_fp32()
     assert (result.precision, result.min_accuracy) == ("fp32", fp32.min_accuracy)
     assert result.passed, (f"{name} quick in fp32: {result.test_accuracy:.4f} < {fp32.min_accuracy} "
@@ -85,7 +85,7 @@ def test_full_recipe_reaches_its_threshold(name, mnist_root):
     recipe, setting = fit_recipe(declared, device)
     data = load_mnist(mnist_root, device=device)
     torch.manual_seed(0)
-    result = train_model(create_model(name), declared, data, name=name, seed=0, device=device, progress=False)
+    result = train_model(create_model(name), declared, data, RunOptions(name=name, seed=0, device=device))
     assert result.collapsed is None, result.collapsed
     assert result.test_accuracy >= recipe.min_accuracy, (
         f"{name} full on {device}, {setting}: {result.test_accuracy:.4f} < {recipe.min_accuracy} "
@@ -141,7 +141,7 @@ class DeadReLU(nn.Module):
 
 def test_collapse_is_reported_on_a_broken_run(mnist):
     recipe = Recipe(epochs=1, batch_size=256, optimizer="sgd", lr=0.5, min_accuracy=0.9, train_subset=8192)
-    result = train_model(DeadReLU(), recipe, mnist, name="dead", progress=False)
+    result = train_model(DeadReLU(), recipe, mnist, RunOptions(name="dead"))
     assert result.collapsed == {"class": 1, "share": 1.0}
     assert result.test_accuracy == pytest.approx(0.1135)  # 1,135 ones in the 10,000 test images
 
@@ -152,7 +152,7 @@ TINY = Recipe(epochs=2, batch_size=128, optimizer="adam", lr=1e-3, min_accuracy=
 
 def _seeded_run(seed, recipe=TINY, data=None):
     torch.manual_seed(seed)
-    return train_model(create_model("micro_cnn"), recipe, data, seed=seed, progress=False)
+    return train_model(create_model("micro_cnn"), recipe, data, RunOptions(seed=seed))
 
 
 @pytest.fixture
@@ -173,8 +173,8 @@ def test_a_seed_makes_a_run_repeatable(small, precision, bf16_as_if_native):
 
 def test_history_time_budget_and_checkpoint(small, tmp_path):
     model = create_model("micro_cnn")
-    result = train_model(model, dataclasses.replace(TINY, epochs=50), small, name="micro_cnn",
-                         time_budget=0.5, progress=False)
+    result = train_model(model, dataclasses.replace(TINY, epochs=50), small,
+                         RunOptions(name="micro_cnn", time_budget=0.5))
     assert 1 <= result.epochs < 50 and len(result.history) == result.epochs
     e = result.history[0]
     assert 0 <= e.test_accuracy <= 1 and e.train_loss > 0 and e.lr > 0 and e.seconds > 0
@@ -302,7 +302,7 @@ def two_cores(monkeypatch):
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-    monkeypatch.setattr(train, "idle_cores", lambda: 2.0)  # both idle
+    monkeypatch.setattr(machine, "idle_cores", lambda: 2.0)  # both idle
     return monkeypatch
 
 
@@ -320,9 +320,9 @@ def test_thread_rule(two_cores):
     two_cores.setenv("OMP_NUM_THREADS", "1")  # the user's cap
     assert threads("parallel_cnn") == 1
     two_cores.delenv("OMP_NUM_THREADS")
-    two_cores.setattr(train, "idle_cores", lambda: 1.1)  # another process holds a core
+    two_cores.setattr(machine, "idle_cores", lambda: 1.1)  # another process holds a core
     assert threads("parallel_cnn") == 1
-    two_cores.setattr(train, "idle_cores", lambda: None)  # no /proc/stat: the other rules decide
+    two_cores.setattr(machine, "idle_cores", lambda: None)  # no /proc/stat: the other rules decide
     assert threads("parallel_cnn") == 2
     for policy in ("ACTIVE", None):  # spinning OpenMP threads: one thread
         if policy is None:
@@ -333,7 +333,7 @@ def test_thread_rule(two_cores):
 
 
 def test_idle_cores_is_a_share_of_the_cores_this_process_may_use():
-    idle = train.idle_cores(0.05)
+    idle = machine.idle_cores(0.05)
     if os.path.exists("/proc/stat"):
         assert idle is not None and 0 <= idle <= len(os.sched_getaffinity(0))
     else:
@@ -359,8 +359,8 @@ def test_idle_cores_counts_only_this_process_cores(monkeypatch, tmp_path):
     ]
     for first, second, expected in cases:
         path.write_text(first)
-        monkeypatch.setattr(train, "time", types.SimpleNamespace(sleep=lambda s, text=second: path.write_text(text)))
-        assert train.idle_cores(0.2, stat=str(path)) == expected, (first, expected)
+        monkeypatch.setattr(machine, "time", types.SimpleNamespace(sleep=lambda s, text=second: path.write_text(text)))
+        assert machine.idle_cores(0.2, stat=str(path)) == expected, (first, expected)
 
 
 def test_counting_work_leaves_the_model_and_the_generators_as_they_were(two_cores):
@@ -385,7 +385,7 @@ def test_threads_are_chosen_for_a_model_already_in_bf16(two_cores):
 def test_threads_are_set_for_the_run_and_restored(small):
     before = torch.get_num_threads()
     epochs = []
-    result = train_model(create_model("micro_cnn"), TINY, small, threads=1, progress=False, on_epoch=epochs.append)
+    result = train_model(create_model("micro_cnn"), TINY, small, RunOptions(threads=1, on_epoch=epochs.append))
     assert result.threads == 1 and torch.get_num_threads() == before
     assert epochs == result.history and [e.epoch for e in epochs] == [1, 2]
 
@@ -396,7 +396,7 @@ def test_channels_last_trains_the_same_network(small):
         torch.manual_seed(0)
         model = create_model("micro_cnn")
         recipe = dataclasses.replace(TINY, channels_last=channels_last)
-        runs[channels_last] = model, train_model(model, recipe, small, seed=0, threads=1, progress=False)
+        runs[channels_last] = model, train_model(model, recipe, small, RunOptions(seed=0, threads=1))
     (plain, a), (nhwc, b) = runs[False], runs[True]
     assert nhwc.block1[3].weight.is_contiguous(memory_format=torch.channels_last)
     assert not plain.block1[3].weight.is_contiguous(memory_format=torch.channels_last)
@@ -412,8 +412,8 @@ def test_bf16_weights_train_without_casts(small, bf16_as_if_native):
     for precision in ("fp32", "bf16_weights"):
         torch.manual_seed(0)
         model = create_model("micro_cnn")
-        runs[precision] = model, train_model(model, dataclasses.replace(recipe, precision=precision), small, seed=0,
-                                             threads=1, progress=False)
+        runs[precision] = model, train_model(model, dataclasses.replace(recipe, precision=precision), small,
+                                             RunOptions(seed=0, threads=1))
     model, result = runs["bf16_weights"]
     norms = {name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     for name, tensor in model.state_dict().items():
@@ -425,4 +425,4 @@ def test_bf16_weights_train_without_casts(small, bf16_as_if_native):
 
 def test_unknown_precision_is_refused(small):
     with pytest.raises(MnistArchError, match="precision 'fp8' is not one of fp32, bf16, bf16_weights"):
-        train_model(create_model("micro_cnn"), dataclasses.replace(TINY, precision="fp8"), small, progress=False)
+        train_model(create_model("micro_cnn"), dataclasses.replace(TINY, precision="fp8"), small)
