@@ -1,4 +1,4 @@
-"""Receptive fields (mnist_arch.receptive) and the per-layer table (mnist_arch.layer_table).
+"""Receptive fields (mnist_arch.receptive, mnist_arch.field_rules) and the per-layer table (mnist_arch.layer_table).
 
 Figures for the references are worked by hand in docs/receptive_field.md with the recurrence
 r_out = r_in + (k - 1) * d * j_in, j_out = j_in * s, start_out = start_in - p * j_in. The property test
