@@ -82,3 +82,48 @@ FEATURE_WORDS = {
 
 #: The loss classes, by the loss a recipe declares, as the double-softmax lint names them.
 LOSS_CLASSES = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss"}
+
+#: The classifier head's words (`head.judge_head`), quoted by `require.gap`, `require.fc` and `require_any`:
+#: why each word holds or not (`gap.*`, `fc.*`, `neither`), built from what each entry of the head does
+#: (`entry.*`, joined by "; and "), the maps it reads (`map.*`) and the calls off the head's path (`elsewhere.*`).
+HEAD_MESSAGES = {
+    "no_tensor": "the model returned no tensor, so it has no head",
+    "map_output": "the output is a {shape} map, not one score per class, so there is no classifier head",
+    "no_writer": "no call the trace saw wrote the model's output, so its head cannot be followed",
+    "no_map": "the output depends on no spatial map the trace saw, so there is no classifier head to judge",
+
+    "gap.yes": "the classifier {entries}",
+    "gap.no": "the classifier {entries}, not a globally average-pooled map{elsewhere}",
+    "fc.yes": "the head is fully connected: {layers}; it {entries}",
+    "fc.no": "the head has no fully connected layer: it {entries}{elsewhere}",
+    "neither": "the classifier {entries}: no global average pool on every path and no fully connected "
+               "layer{pools}{linears}",
+
+    "entry.average": "average-pools {map} to 1x1 ({how})",
+    "entry.average+mean": "mean over dims {dims}",
+    "entry.other_pool": "{kind}-pools {map} to 1x1 ({call}, a global {kind} pool, not an average)",
+    "entry.whole_map_conv": "runs {call} with a {kernel} kernel over the whole of {map}",
+    "entry.flatten": "flattens {map}{into}",
+    "entry.linear": "runs {linear} over the whole of {map}",
+    "entry.reads": "reads {map} through {how}{result}{into}",
+    "entry.reads+indexing": "indexing (x[...])",
+    "entry.reads+result": " to {shape}",
+    "entry+into": " into {linear}",
+
+    "map.input": "the {shape} input",
+    "map.pooled": "a {shape} map (the output of {call}{how} on a {spatial} map)",
+    "map.pooled+kernel": " with kernel {kernel}",
+    "map": "a {shape} map",
+
+    "elsewhere.some": "{what} off the head's path: {named}{gate}",
+    "elsewhere.only": "the only {what} that ran, {named}, is off the head's path{gate}",
+    "elsewhere.every": "every {what} that ran ({named}) is off the head's path{gate}",
+    "elsewhere.more": "{count} more",
+    "elsewhere+gate": " ({whose} result feeds {call} on a {shape} map{what_for})",
+    "elsewhere+gate.inside": ": a gate inside the network",
+    "elsewhere.idle": "{call} {where} pools a map that is already 1x1",
+
+    "linear": "Linear({inputs}, {outputs})",
+    "where.module": "in `{module}`",
+    "where.model": "in the model's own forward",
+}

@@ -4,17 +4,18 @@ templates of `check_messages`. What each check decides is tested in test_engine,
 import inspect
 import re
 
-from mnist_arch import check_messages, checks, features
+from mnist_arch import check_messages, checks, features, head
 from mnist_arch.checks import CHECKS, check_model
 from mnist_arch.registry import create_model
 from mnist_arch.spec import FEATURES, Layer, Spec
 
 
 def test_every_message_template_is_used_and_every_used_one_exists():
-    source = inspect.getsource(checks) + inspect.getsource(features)
-    used = set(re.findall(r'(?:MESSAGES|ERRORS)\["([^"]+)"\]', source))
-    declared = set(check_messages.MESSAGES) | set(check_messages.ERRORS)
-    assert used == declared
+    for tables, modules in [(("MESSAGES", "ERRORS"), (checks, features)), (("WORDS",), (head,))]:
+        source = "".join(inspect.getsource(m) for m in modules)
+        used = set(re.findall(r'(?:' + "|".join(tables) + r')\["([^"]+)"\]', source))
+        declared = set().union(*(getattr(check_messages, "HEAD_MESSAGES" if t == "WORDS" else t) for t in tables))
+        assert used == declared, (tables, used ^ declared)
 
 
 def test_the_report_lists_the_checks_in_the_order_of_CHECKS():
