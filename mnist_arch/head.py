@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from mnist_arch.check_messages import HEAD_MESSAGES as WORDS
 from mnist_arch.trace import CONV_CALLS, Call, first_tensor, tensors_in
 
 #: The requirement words this module judges.
@@ -128,12 +129,12 @@ def _is_fully_connected(call: Call) -> bool:
 def _linear(call: Call) -> str:
     weight = call.arg(1, "weight") if call.name == "linear" else None
     if isinstance(weight, torch.Tensor) and weight.dim() == 2:
-        return f"Linear({weight.shape[1]}, {weight.shape[0]})"
+        return WORDS["linear"].format(inputs=weight.shape[1], outputs=weight.shape[0])
     return call.name
 
 
 def _where(call: Call) -> str:
-    return f"in `{call.module}`" if call.module else "in the model's own forward"
+    return WORDS["where.module"].format(module=call.module) if call.module else WORDS["where.model"]
 
 
 def _kernel(call: Call) -> str:
@@ -172,12 +173,14 @@ class _Flow:
 
     def describe_map(self, t: torch.Tensor, writer: int | None) -> str:
         if writer is None and self.x is not None and t is self.x:
-            return f"the {_shape(t)} input"
+            return WORDS["map.input"].format(shape=_shape(t))
         origin = self.calls[writer] if writer is not None else None
         if origin is not None and origin.name.startswith(_AVERAGES) and origin.input is not None:
-            how = f" with kernel {_kernel(origin)}" if origin.name.startswith("avg_pool") else ""
-            return f"a {_shape(t)} map (the output of {origin.name}{how} on a {_spatial(origin.input)} map)"
-        return f"a {_shape(t)} map"
+            kernel = origin.name.startswith("avg_pool")
+            how = WORDS["map.pooled+kernel"].format(kernel=_kernel(origin)) if kernel else ""
+            return WORDS["map.pooled"].format(shape=_shape(t), call=origin.name, how=how,
+                                              spatial=_spatial(origin.input))
+        return WORDS["map"].format(shape=_shape(t))
 
     def downstream(self, start: int, within: set[int] | None = None) -> list[int]:
         """The calls that read, directly or not, what call `start` wrote, in call order."""
@@ -206,14 +209,14 @@ def judge_head(calls: list[Call], out: Any, x: torch.Tensor | None = None) -> He
     target = first_tensor(out)
     none: dict[str, list[str]] = {"gap": [], "fc": []}
     if target is None:
-        why = "the model returned no tensor, so it has no head"
+        why = WORDS["no_tensor"]
         return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
     if _is_map(target):
-        why = f"the output is a {_shape(target)} map, not one score per class, so there is no classifier head"
+        why = WORDS["map_output"].format(shape=_shape(target))
         return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
     start = flow.writer.get(id(target))
     if start is None:
-        why = "no call the trace saw wrote the model's output, so its head cannot be followed"
+        why = WORDS["no_writer"]
         return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
 
     # Walk back from the output through vectors; a call that reads a spatial map is an entry of the head.
@@ -232,30 +235,31 @@ def judge_head(calls: list[Call], out: Any, x: torch.Tensor | None = None) -> He
                 todo.append(p)
     entries.sort(key=lambda e: e[0])
     if not entries:
-        why = "the output depends on no spatial map the trace saw, so there is no classifier head to judge"
+        why = WORDS["no_map"]
         return Head(none, dict.fromkeys(HEAD_FEATURES, why), why)
 
     def entry(i: int, t: torch.Tensor, p: int | None) -> str:
         call, m = calls[i], flow.describe_map(t, p)
         if is_global_average_pool(call):
-            how = f"mean over dims {sorted(_dims(call, t) or ())}" if call.name == "mean" else call.name
-            return f"average-pools {m} to 1x1 ({how})"
+            how = WORDS["entry.average+mean"].format(dims=sorted(_dims(call, t) or ())) if call.name == "mean" \
+                else call.name
+            return WORDS["entry.average"].format(map=m, how=how)
         if _is_other_global_pool(call):
             kind = {"sum": "sum", "logsumexp": "log-sum-exp", "amin": "min"}.get(call.name, "max")
-            return f"{kind}-pools {m} to 1x1 ({call.name}, a global {kind} pool, not an average)"
+            return WORDS["entry.other_pool"].format(kind=kind, map=m, call=call.name)
         if _whole_map_conv(call, t):
             k = "x".join(str(n) for n in call.arg(1, "weight").shape[2:])
-            return f"runs {call.name} with a {k} kernel over the whole of {m}"
+            return WORDS["entry.whole_map_conv"].format(call=call.name, kernel=k, map=m)
         linears = [j for j in flow.downstream(i, region) if calls[j].name in _PRODUCTS]
-        into = f" into {_linear(calls[linears[0]])}" if linears else ""
+        into = WORDS["entry+into"].format(linear=_linear(calls[linears[0]])) if linears else ""
         out_t = first_tensor(call.out)
         if call.name in _FLATTENS and out_t is not None and out_t.dim() == 2:
-            return f"flattens {m}{into}"
+            return WORDS["entry.flatten"].format(map=m, into=into)
         if call.name in _PRODUCTS and _is_fully_connected(call):
-            return f"runs {_linear(call)} over the whole of {m}"
-        result = f" to {_shape(out_t)}" if out_t is not None else ""
-        how = "indexing (x[...])" if call.name == "__getitem__" else call.name
-        return f"reads {m} through {how}{result}{into}"
+            return WORDS["entry.linear"].format(linear=_linear(call), map=m)
+        result = WORDS["entry.reads+result"].format(shape=_shape(out_t)) if out_t is not None else ""
+        how = WORDS["entry.reads+indexing"] if call.name == "__getitem__" else call.name
+        return WORDS["entry.reads"].format(map=m, how=how, result=result, into=into)
 
     said_entries = "; and ".join(dict.fromkeys(entry(*e) for e in entries))
 
@@ -265,8 +269,8 @@ def judge_head(calls: list[Call], out: Any, x: torch.Tensor | None = None) -> He
     found = {"gap": [] if not_pools else [calls[i].name for i in sorted(entry_calls)], "fc": []}
     not_gap = "; and ".join(dict.fromkeys(entry(*e) for e in not_pools))
     pools_elsewhere = _elsewhere(flow, region, entry_calls, is_global_average_pool, "global average pool")
-    said = {"gap": f"the classifier {said_entries}" if not not_pools
-            else f"the classifier {not_gap}, not a globally average-pooled map{pools_elsewhere}"}
+    said = {"gap": WORDS["gap.yes"].format(entries=said_entries) if not not_pools
+            else WORDS["gap.no"].format(entries=not_gap, elsewhere=pools_elsewhere)}
 
     # fc: a Linear over a vector in the head, or an entry that is a whole-map convolution
     fc = [i for i in sorted(region) if calls[i].name in _PRODUCTS and _is_fully_connected(calls[i])]
@@ -274,10 +278,9 @@ def judge_head(calls: list[Call], out: Any, x: torch.Tensor | None = None) -> He
     found["fc"] = [calls[i].name for i in fc]
     layers = ", ".join(dict.fromkeys(_linear(calls[i]) if calls[i].name in _PRODUCTS else calls[i].name for i in fc))
     linears_elsewhere = _elsewhere(flow, region, set(), lambda c: c.name in _PRODUCTS, "Linear")
-    said["fc"] = (f"the head is fully connected: {layers}; it {said_entries}" if fc
-                  else f"the head has no fully connected layer: it {said_entries}{linears_elsewhere}")
-    neither = (f"the classifier {said_entries}: no global average pool on every path and no fully connected "
-               f"layer{pools_elsewhere}{linears_elsewhere}")
+    said["fc"] = (WORDS["fc.yes"].format(layers=layers, entries=said_entries) if fc
+                  else WORDS["fc.no"].format(entries=said_entries, elsewhere=linears_elsewhere))
+    neither = WORDS["neither"].format(entries=said_entries, pools=pools_elsewhere, linears=linears_elsewhere)
     return Head(found, said, neither)
 
 
@@ -289,23 +292,23 @@ def _elsewhere(flow: _Flow, region: set[int], entries: set[int], test, what: str
     notes = []
     if off:
         named = [f"{_linear(flow.calls[i]) if what == 'Linear' else flow.calls[i].name} {_where(flow.calls[i])}"
-                 for i in off[:3]] + ([f"{len(off) - 3} more"] if len(off) > 3 else [])
+                 for i in off[:3]] + ([WORDS["elsewhere.more"].format(count=len(off) - 3)] if len(off) > 3 else [])
         gate = ""
         for j in flow.downstream(off[0]):
             t = first_tensor(flow.calls[j].out)
             if t is not None and _is_map(t):
-                what_for = ": a gate inside the network" if flow.calls[j].name in _GATES else ""
-                gate = (f" ({'its' if len(off) == 1 else 'their'} result feeds {flow.calls[j].name} on a "
-                        f"{_shape(t)} map{what_for})")
+                what_for = WORDS["elsewhere+gate.inside"] if flow.calls[j].name in _GATES else ""
+                gate = WORDS["elsewhere+gate"].format(whose="its" if len(off) == 1 else "their",
+                                                      call=flow.calls[j].name, shape=_shape(t), what_for=what_for)
                 break
         if len(off) < len(matches):
-            notes.append(f"{what} off the head's path: {', '.join(named)}{gate}")
+            notes.append(WORDS["elsewhere.some"].format(what=what, named=", ".join(named), gate=gate))
         elif len(off) == 1:
-            notes.append(f"the only {what} that ran, {named[0]}, is off the head's path{gate}")
+            notes.append(WORDS["elsewhere.only"].format(what=what, named=named[0], gate=gate))
         else:
-            notes.append(f"every {what} that ran ({', '.join(named)}) is off the head's path{gate}")
+            notes.append(WORDS["elsewhere.every"].format(what=what, named=", ".join(named), gate=gate))
     idle = [i for i in matches if i in region and i not in entries and what != "Linear"]
     if idle:
         c = flow.calls[idle[0]]
-        notes.append(f"{c.name} {_where(c)} pools a map that is already 1x1")
+        notes.append(WORDS["elsewhere.idle"].format(call=c.name, where=_where(c)))
     return "".join(f"; {n}" for n in notes)

@@ -1,4 +1,4 @@
-"""Receptive fields (mnist_arch.receptive) and the per-layer table (mnist_arch.layer_table).
+"""Receptive fields (mnist_arch.receptive, mnist_arch.field_rules) and the per-layer table (mnist_arch.layer_table).
 
 Figures for the references are worked by hand in docs/receptive_field.md with the recurrence
 r_out = r_in + (k - 1) * d * j_in, j_out = j_in * s, start_out = start_in - p * j_in. The property test
@@ -16,13 +16,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnist_arch.layer_table import layer_table, to_json, to_markdown, to_table
-from mnist_arch.receptive import (
-    Axis,
-    last_conv_receptive_field,
-    receptive_field_checks,
-    receptive_fields,
-)
+from mnist_arch.checks import receptive_field_checks
+from mnist_arch.fields import Axis
+from mnist_arch.layer_rows import to_json, to_markdown, to_table
+from mnist_arch.layer_table import layer_table
+from mnist_arch.receptive import last_conv_receptive_field, receptive_fields
 from mnist_arch.registry import create_model, get_spec
 
 # ---------------------------------------------------------------------------------------------
