@@ -25,9 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from mnist_arch.diff import badge_markdown
-from mnist_arch.init import COMMENT_MARKER, COURSE_RECIPE, WORKFLOWS
+from mnist_arch.badge import badge_markdown
+from mnist_arch.comment import MARKER as COMMENT_MARKER
+from mnist_arch.init import COURSE_RECIPE
 from mnist_arch.runs import rule_threshold
+from mnist_arch.workflows import WORKFLOWS
 from tests.test_workflows import OUR_ACTION, _part, describe, output, run_poster, run_step, uses_lines, workflow, zizmor
 from tests.test_workflows import actionlint as run_actionlint
 

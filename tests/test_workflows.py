@@ -36,7 +36,8 @@ from typing import Any
 import pytest
 
 from mnist_arch import __version__
-from mnist_arch.init import COMMENT_MARKER, WORKFLOWS, CiSource, render_workflow
+from mnist_arch.comment import MARKER as COMMENT_MARKER
+from mnist_arch.workflows import WORKFLOWS, CiSource, render_workflow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
