@@ -456,7 +456,9 @@ def test_generated_workflow_steps_run_locally(tmp_path):
     head = json.loads((runner_temp / "bench" / "head.json").read_text())
     assert base["datetime"] != head["datetime"], "the pull request's run measured its own model"
 
-    # What model_tests_comment.yml would post from that artifact.
+    # The comment's body, built from those parts (mnist_arch.comment), then what model_tests_comment.yml posts.
+    proc = step("The pull-request comment's body (pull requests)", "pull_request")
+    assert proc.returncode == 0, output(proc)
     poster_dir = tmp_path / "poster"
     poster_dir.mkdir()
     proc, log = run_poster(poster_dir, report_dir)
