@@ -1,6 +1,7 @@
-"""git, as the commands that need it call it: run a git command, find the top of the repository, resolve a
-revision, check one out into a temporary worktree (the base side of `mnist-arch diff`), and git's error text
-in one line. No other module runs git but through here (`init` and `badge` read the repository with it too)."""
+"""The git repository a command runs in, read with git: run a git command there, find its top, resolve a revision,
+check one out into a temporary worktree (the base side of `mnist-arch diff`), and git's error text in one line.
+`diff`, `init` and `badge` read the repository through here. (`init --action` asks GitHub for a tag's commit with
+`git ls-remote` in mnist_arch.workflows: another repository, with its own time limit and messages.)"""
 
 from __future__ import annotations
 
