@@ -146,7 +146,8 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_diff(args) -> int:
-    from mnist_arch.diff import FORMATS, diff_against
+    from mnist_arch.diff import diff_against
+    from mnist_arch.diff_render import FORMATS
     from mnist_arch.project import load_project
 
     if args.require_table:
@@ -157,7 +158,7 @@ def _cmd_diff(args) -> int:
 
 
 def _cmd_badge(args) -> int:
-    from mnist_arch.diff import remote_badge
+    from mnist_arch.badge import remote_badge
 
     print(remote_badge(remote=args.remote))
     return 0
@@ -366,17 +367,17 @@ def _add_tune_parser(sub) -> None:
 def _cmd_init(args) -> int:
     from pathlib import Path
 
-    from mnist_arch.init import init_project
+    from mnist_arch.init import InitRequest, init_project
 
     rule = None
     if (args.rule_threshold, args.rule_epochs, args.rule_consecutive) != (None, None, None):
         rule = {"threshold": args.rule_threshold, "epochs": args.rule_epochs, "consecutive": args.rule_consecutive}
-    result = init_project(Path.cwd(), model=args.model, name=args.name, params_below=args.params_below,
+    request = InitRequest(model=args.model, name=args.name, params_below=args.params_below,
                           max_params=args.max_params, require=args.require,
                           require_any=[group.split(",") for group in args.require_any],
                           min_accuracy=args.min_accuracy, epochs=args.epochs, rule=rule, action=args.action,
-                          requirement=args.requirement, data_dir=args.data_dir, force=args.force,
-                          progress=_print_now)
+                          requirement=args.requirement, data_dir=args.data_dir, force=args.force)
+    result = init_project(Path.cwd(), request, progress=_print_now)
     print(result.report())
     return 0
 

@@ -44,8 +44,6 @@ class Report:
                 "checks": [c.to_dict() for c in self.checks]}
 
 
-
-
 def _verdict(check: Check) -> str:
     if check.warning:
         return "WARN"

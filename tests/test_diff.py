@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from mnist_arch import diff as diff_module
+from mnist_arch import diff_render
+from mnist_arch.badge import badge_markdown
 from mnist_arch.cli import main
 from mnist_arch.diff import compare
 from mnist_arch.errors import MnistArchError
@@ -308,7 +310,7 @@ def test_renderers():
         [_entry("same", 10), _entry("grows", 1200, False, [below]), _entry("new", 7)]))
     assert [(m.name, m.status) for m in diff.models] == [("gone", "removed"), ("grows", "changed"), ("new", "added"),
                                                          ("same", "unchanged")]
-    md = diff_module.to_markdown(diff)
+    md = diff_render.to_markdown(diff)
     assert ("| `grows` | 1,000 → 1,200 | +200 (+20.00%) | 1,000 → 1,200 | 2,000 → 2,400 | +400 (+20.00%) | "
             "pass → fail | ❌ `params.below` |") in md
     assert "| `gone` (removed) | 5 → - | - |" in md and "| `same` | 10 → 10 | +0 (+0.00%) |" in md
@@ -320,13 +322,13 @@ def test_renderers():
     assert md.endswith("### Newly failing\n\n| model | check | measured | expected | message |\n| --- | --- | --- | "
                        "--- | --- |\n| `grows` | `params.below` | 1,200 | 1,000 | 1,200 parameters, budget fewer than "
                        "1,000 (201 too many) |\n")
-    table = diff_module.to_table(diff)
+    table = diff_render.to_table(diff)
     assert "grows: params 1,000 -> 1,200 [+200 (+20.00%)]" in table and "verdict pass -> fail" in table
     assert ("\n  NEWLY FAILING  params.below: measured 1,200, expected 1,000: 1,200 parameters, budget fewer than "
             "1,000 (201 too many)\n") in table
     assert "gone (removed): params 5 -> -" in table and "\n  RULE CHANGE    model removed: gone is declared" in table
     assert table.endswith("\n" + summary)
-    data = json.loads(diff_module.to_json(diff))
+    data = json.loads(diff_render.to_json(diff))
     assert data["models"][1]["passed"] == {"base": True, "head": False} and data["passed"] is False
     assert [(f["model"], f["id"], f["measured"], f["expected"], f["message"]) for f in data["newly_failing"]] == [
         ("grows", "params.below", 1200, 1000, below["message"])]
@@ -336,9 +338,9 @@ def test_renderers():
                                     "https://github.com/acme/mnist-models"])
 def test_badge_from_remote(remote):
     url = "https://github.com/acme/mnist-models/actions/workflows/model_tests.yml"
-    assert diff_module.badge_markdown(remote) == f"[![Model Tests]({url}/badge.svg)]({url})"
+    assert badge_markdown(remote) == f"[![Model Tests]({url}/badge.svg)]({url})"
 
 
 def test_badge_needs_a_github_remote():
     with pytest.raises(MnistArchError, match="not a GitHub repository"):
-        diff_module.badge_markdown("https://gitlab.com/acme/x.git")
+        badge_markdown("https://gitlab.com/acme/x.git")

@@ -39,7 +39,7 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
-from mnist_arch.init import WORKFLOWS
+from mnist_arch.workflows import WORKFLOWS
 from tests.test_init import assignment, git
 from tests.test_workflows import RELEASE, REPO_ROOT, load_yaml, output, run_step, workflow
 

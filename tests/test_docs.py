@@ -112,7 +112,7 @@ def test_init_names_the_repository_from_the_setting(monkeypatch):
     """`init`'s message for a malformed --action suggests this repository, read from the setting."""
     import mnist_arch
     from mnist_arch import MnistArchError
-    from mnist_arch.init import ci_source
+    from mnist_arch.workflows import ci_source
 
     monkeypatch.setattr(mnist_arch, "REPOSITORY", "someone/mnist-arch")
     with pytest.raises(MnistArchError, match=r"e\.g\. --action someone/mnist-arch@v"):

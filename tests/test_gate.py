@@ -14,6 +14,8 @@ import json
 import pytest
 
 from mnist_arch import diff as diff_module
+from mnist_arch import diff_render
+from mnist_arch.gate import judge_gate
 from tests.test_diff import cli, git, new_repo
 
 # The course's rules: fewer than 2,000 parameters (the assignments say 20,000; this model is ten times
@@ -164,7 +166,7 @@ def repo(tmp_path, monkeypatch):
 
 def every_format(diff, *flags):
     """(exit code, JSON, table, markdown): one exit code for every format, and JSON's `passed` agreeing."""
-    runs = {fmt: diff("--format", fmt, *flags) for fmt in diff_module.FORMATS}
+    runs = {fmt: diff("--format", fmt, *flags) for fmt in diff_render.FORMATS}
     codes = {code for code, _out, _err in runs.values()}
     assert len(codes) == 1, runs
     (code,) = codes
@@ -346,7 +348,7 @@ def _check(check_id, passed, measured=None, expected=None):
 def test_worse_is_further_from_passing(check_id, base, head, worse):
     base_models = [{"name": "m", "checks": [_check(check_id, False, *base)]}]
     head_models = [{"name": "m", "checks": [_check(check_id, False, *head)]}]
-    gate = diff_module.judge_gate(diff_module.compare(base_models, head_models), "main")
+    gate = judge_gate(diff_module.compare(base_models, head_models), "main")
     assert ([f["id"] for f in gate.worse], [f["id"] for f in gate.still_failing]) == (
         ([check_id], []) if worse else ([], [check_id]))
     assert gate.newly_failing == []
@@ -356,7 +358,7 @@ def test_lints_and_unstable_counts_are_no_rules():
     """A failing lint or params.stable that disappears at the head was fixed by the model, not a rule dropped."""
     base = [{"name": "m", "checks": [_check("params.stable", False), _check("lint.double_softmax", False),
                                      _check("require.fc", True)]}]
-    gate = diff_module.judge_gate(diff_module.compare(base, [{"name": "m", "checks": []}]), "main")
+    gate = judge_gate(diff_module.compare(base, [{"name": "m", "checks": []}]), "main")
     assert [(c["id"], c["change"]) for c in gate.rule_changes] == [("require.fc", "rule dropped")]
 
 
@@ -377,4 +379,4 @@ def test_a_new_rule_the_head_fails_and_a_new_model_fail_the_gate():
     diff = diff_module.Diff("main", "0" * 40, diff_module.compare(base, head))
     assert [(f["model"], f["id"]) for f in diff.gate.newly_failing] == [("m", "require.dropout"),
                                                                         ("new", "output_shape")]
-    assert not diff.passed and not json.loads(diff_module.to_json(diff))["passed"]
+    assert not diff.passed and not json.loads(diff_render.to_json(diff))["passed"]

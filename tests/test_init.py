@@ -25,9 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from mnist_arch.diff import badge_markdown
-from mnist_arch.init import COMMENT_MARKER, COURSE_RECIPE, WORKFLOWS
+from mnist_arch.badge import badge_markdown
+from mnist_arch.comment import MARKER as COMMENT_MARKER
+from mnist_arch.init import COURSE_RECIPE
 from mnist_arch.runs import rule_threshold
+from mnist_arch.workflows import WORKFLOWS
 from tests.test_workflows import OUR_ACTION, _part, describe, output, run_poster, run_step, uses_lines, workflow, zizmor
 from tests.test_workflows import actionlint as run_actionlint
 
@@ -454,7 +456,9 @@ def test_generated_workflow_steps_run_locally(tmp_path):
     head = json.loads((runner_temp / "bench" / "head.json").read_text())
     assert base["datetime"] != head["datetime"], "the pull request's run measured its own model"
 
-    # What model_tests_comment.yml would post from that artifact.
+    # The comment's body, built from those parts (mnist_arch.comment), then what model_tests_comment.yml posts.
+    proc = step("The pull-request comment's body (pull requests)", "pull_request")
+    assert proc.returncode == 0, output(proc)
     poster_dir = tmp_path / "poster"
     poster_dir.mkdir()
     proc, log = run_poster(poster_dir, report_dir)

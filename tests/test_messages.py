@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mnist_arch import __version__
-from mnist_arch.diff import badge_markdown
+from mnist_arch.badge import badge_markdown
 from tests.test_init import assignment, git
 from tests.test_workflows import output
 
@@ -192,7 +192,7 @@ def test_init_notes_every_end_of_life_action_major(tmp_path):
 
 def test_the_major_to_move_to_is_the_one_init_writes():
     # END_OF_LIFE_ACTIONS is the one list; where model_tests.yml uses an action, the note sends users to its major.
-    from mnist_arch.init import END_OF_LIFE_ACTIONS
+    from mnist_arch.existing_tests import END_OF_LIFE_ACTIONS
     from tests.test_workflows import TEMPLATES_DIR, uses_lines
 
     written = {action: int(comment.lstrip("v").split(".")[0]) for path in TEMPLATES_DIR.rglob("*.yml")

@@ -36,7 +36,10 @@ from typing import Any
 import pytest
 
 from mnist_arch import __version__
-from mnist_arch.init import COMMENT_MARKER, WORKFLOWS, CiSource, render_workflow
+from mnist_arch.comment import MARKER as COMMENT_MARKER
+from mnist_arch.comment import PARTS
+from mnist_arch.comment import main as comment_main
+from mnist_arch.workflows import WORKFLOWS, CiSource, render_workflow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
@@ -52,6 +55,8 @@ OUR_WORKFLOWS = sorted([*WORKFLOWS_DIR.glob("*.yml"), *WORKFLOWS_DIR.glob("*.yam
 EXPECTED_JOBS = {"lint", "test", "param-gate", "bench", "gpu"}
 SUBPROCESS_TIMEOUT_S = 120
 POSTER_STEP = "Create or update the comment"
+#: The step of model_tests.yml and model_rule.yml (the templates) that builds the comment's body.
+BODY_STEP = "The pull-request comment's body (pull requests)"
 
 #: The current major of each action we use: all run on the node24 runtime (actionlint 1.17 knows each of
 #: them and reports the node20 majors), and PyPI's publisher (a container action).
@@ -558,11 +563,16 @@ def run_poster(tmp_path: Path, report_dir: Path, head_sha: str = "a" * 40, pr_he
 
 
 def _report(tmp_path: Path, pr: str, parts: dict[str, str]) -> Path:
+    """The artifact a run uploads: its pull request's number, its parts, and the body it builds from them
+    (mnist_arch.comment, as the workflows' step runs it) for the run that writes the parts PARTS names."""
     report_dir = tmp_path / "artifact"
     report_dir.mkdir()
     (report_dir / "pr-number").write_text(pr)
     for name, text in parts.items():
         (report_dir / name).write_text(text)
+    runs = {run for name, run in PARTS if name in parts}
+    assert len(runs) <= 1, f"one run writes either the check's parts or the rule's: {sorted(parts)}"
+    assert comment_main(["--run", runs.pop() if runs else "check", str(report_dir)]) == 0
     return report_dir
 
 
@@ -670,15 +680,16 @@ def test_a_rule_run_keeps_the_check_and_diff_parts(tmp_path):
 
 
 def test_a_check_run_replaces_its_parts_and_keeps_the_rule(tmp_path):
-    old = _posted(_post_run(tmp_path, 1, {**CHECK_PARTS, **RULE_PART}, None)[1])
+    old = _posted(_post_run(tmp_path, 1, CHECK_PARTS, None)[1])
+    old = _posted(_post_run(tmp_path, 2, RULE_PART, old)[1])
     # The next push: its check has no benchmark comparison (say, no baseline yet), and its rule run is not done.
-    proc, log = _post_run(tmp_path, 2, {"10-models.md": "## mnist-arch check\nsecond push\n"}, old, "b" * 40)
+    proc, log = _post_run(tmp_path, 3, {"10-models.md": "## mnist-arch check\nsecond push\n"}, old, "b" * 40)
     assert proc.returncode == 0, output(proc)
     body = _posted(log)
     assert _part(body, "10-models.md") == "## mnist-arch check\nsecond push\n"
     assert _part(body, "20-benchmarks.md") is None, "the check job's stale comparison goes with its run"
     assert _part(body, "30-rule.md") == RULE_PART["30-rule.md"], "the rule stays, naming its own commit"
-    assert "check [bbbbbbb](https://github.com/student/mnist/actions/runs/2), rule [aaaaaaa](" in body
+    assert "check [bbbbbbb](https://github.com/student/mnist/actions/runs/3), rule [aaaaaaa](" in body
 
 
 def test_a_part_cannot_forge_another(tmp_path):
@@ -687,14 +698,49 @@ def test_a_part_cannot_forge_another(tmp_path):
     old = _posted(_post_run(tmp_path, 1, CHECK_PARTS, None)[1])
     proc, log = _post_run(tmp_path, 2, {"30-rule.md": forged, "31-$(id).md": "x\n", "x.md": "y\n"}, old)
     assert proc.returncode == 0, output(proc)
-    assert proc.stdout.count("is not named NN-name.md; left out") == 2, proc.stdout
     body = _posted(log)
+    assert "31-" not in body and "\ny\n" not in body, "a file that PARTS does not name is no part of the comment"
     assert _part(body, "10-models.md") == CHECK_PARTS["10-models.md"], "the check part is the check run's"
     assert body.count("<!-- mnist-arch-part:") == 3 and "sha=0000000" not in _part(body, "10-models.md")
     # Posted again on top of itself, the quoted markers stay quoted: the parts are the same three.
     again = _posted(_post_run(tmp_path, 3, RULE_PART, body)[1])
     assert _part(again, "10-models.md") == CHECK_PARTS["10-models.md"]
     assert _part(again, "30-rule.md") == RULE_PART["30-rule.md"]
+
+
+def _hostile_report(tmp_path: Path, body: str) -> Path:
+    """An artifact whose comment.md was not built by mnist_arch.comment: the poster reads it as untrusted data."""
+    report_dir = tmp_path / "artifact"
+    report_dir.mkdir()
+    (report_dir / "pr-number").write_text("12\n")
+    (report_dir / "comment.md").write_text(body)
+    return report_dir
+
+
+def test_the_poster_checks_the_body_it_did_not_build(tmp_path):
+    # No marker: the comment could never be found again (each run would add one); nothing is posted.
+    proc, log = run_poster(tmp_path / "a", _hostile_report(_mkdir(tmp_path / "a"), "## spam\n"))
+    assert proc.returncode == 1 and "does not start with the marker" in proc.stdout, output(proc)
+    assert "POST" not in log and "PATCH" not in log, log
+    # Blocks whose names are not NN-name.md, a part without its run, a keep of nothing: left out.
+    body = (f"{COMMENT_MARKER}\n<!-- mnist-arch-part:31-$(id).md job=rule -->\nx\n<!-- /mnist-arch-part -->\n"
+            "<!-- mnist-arch-part:10-models.md -->\nno run\n<!-- /mnist-arch-part -->\n"
+            "<!-- mnist-arch-keep:20-benchmarks.md job=check -->\n"
+            "<!-- mnist-arch-part:30-rule.md job=rule sha=0000000 run=x -->\nthe rule\n<!-- /mnist-arch-part -->\n")
+    proc, log = run_poster(tmp_path / "b", _hostile_report(_mkdir(tmp_path / "b"), body))
+    assert proc.returncode == 0, output(proc)
+    posted = _posted(log)
+    assert posted.count("<!-- mnist-arch-part:") == 1 and _part(posted, "30-rule.md") == "the rule", posted
+    assert "sha=0000000" not in posted, "the poster stamps the run's parts with the run it read them from"
+    # A body with no part of its own run: nothing posted.
+    proc, log = run_poster(tmp_path / "c", _hostile_report(_mkdir(tmp_path / "c"), f"{COMMENT_MARKER}\n"))
+    assert proc.returncode == 0 and "nothing posted" in proc.stdout, output(proc)
+    assert "POST" not in log and "PATCH" not in log, log
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 def test_a_report_of_badly_named_parts_only_posts_nothing(tmp_path):
@@ -704,7 +750,9 @@ def test_a_report_of_badly_named_parts_only_posts_nothing(tmp_path):
 
 
 def test_each_part_is_cut_to_its_share(tmp_path):
-    proc, log = _post_run(tmp_path, 1, {"10-models.md": "x" * 50_000, "30-rule.md": "y" * 50_000}, None)
+    first = _posted(_post_run(tmp_path, 1, {"10-models.md": "x" * 50_000}, None)[1])
+    assert "(cut at" not in first, "alone, the part has the whole share"
+    proc, log = _post_run(tmp_path, 2, {"30-rule.md": "y" * 50_000}, first)
     assert proc.returncode == 0, output(proc)
     body = _posted(log)
     assert len(body) < 65_536 and body.count("(cut at 30000 characters)") == 2
@@ -1066,6 +1114,9 @@ def run_rule_step(tmp_path: Path, pyproject: str, event: str = "pull_request"
            "RUNNER_TEMP": str(runner_temp), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
            "GITHUB_EVENT_NAME": event, "PYTHONPATH": str(REPO_ROOT)}
     proc = run_step(template, RULE_STEP, project, expressions, env)
+    if event == "pull_request":  # the next step builds the comment's body from the report (mnist_arch.comment)
+        body = run_step(template, BODY_STEP, project, expressions, env)
+        assert body.returncode == 0, output(body)
     return proc, log.read_text() if log.exists() else "", runner_temp / "mnist-arch-report"
 
 
