@@ -17,7 +17,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna", reason="the tune extra (pip install \"mnist-arch[tune]\") is not installed")
 
-from mnist_arch import tune  # noqa: E402
+from mnist_arch import tune, tune_report, tune_space, tune_storage, tune_trial, tune_write  # noqa: E402
 from mnist_arch.cli import main  # noqa: E402
 from mnist_arch.errors import MnistArchError  # noqa: E402
 from mnist_arch.project import tomllib  # noqa: E402
@@ -179,7 +179,7 @@ def test_a_study_meets_the_rule_writes_its_table_and_the_table_trains_as_the_rul
     at = old.index("lr = 0.5          # a recipe the search replaces\n")
     added = len(new) - len(old) + 1
     assert new[:at] == old[:at] and new[at + added:] == old[at + 1:], after
-    assert all(line.split(" = ")[0] in tune.SEARCHED for line in new[at:at + added])
+    assert all(line.split(" = ")[0] in tune_space.SEARCHED for line in new[at:at + added])
     # The written table is the rule tier's recipe.
     trained = subprocess.run([sys.executable, "-m", "mnist_arch.cli", "train", "net", "--tier", "rule", "--device",
                               "cpu", "--data-dir", str(mnist_root)], cwd=folder, env=environment(),
@@ -329,8 +329,8 @@ def test_a_model_without_a_rule_is_told_the_rules_fields(tmp_path, monkeypatch, 
 
 def test_a_tune_table_is_checked(tmp_path):
     where = "pyproject.toml [tool.mnist-arch.models.net.tune]"
-    assert tune.parse_space({"lr": [0.01, 0.1], "optimizer": "sgd"}, where)["optimizer"] == ["sgd"]
-    assert tune.parse_space({"lr": {"sgd": [0.05, 0.1]}}, where)["lr"]["sgd"] == [0.05, 0.1]
+    assert tune_space.parse_space({"lr": [0.01, 0.1], "optimizer": "sgd"}, where)["optimizer"] == ["sgd"]
+    assert tune_space.parse_space({"lr": {"sgd": [0.05, 0.1]}}, where)["lr"]["sgd"] == [0.05, 0.1]
     for table, words in [({"lr": [0.1, 0.01]}, "'lr' must be one value or a range [low, high]"),
                          ({"lr": [0, 0.1]}, "numbers above 0 (sampled on a log scale)"),
                          ({"optimizer": ["sgd", "rmsprop"]}, "'optimizer' must be one value or a list of choices"),
@@ -339,15 +339,15 @@ def test_a_tune_table_is_checked(tmp_path):
                          ({"lr": {"lion": [0.1, 0.2]}}, "'lr' as a table names optimizers"),
                          ({"momentun": [0.8, 0.9]}, "momentun")]:
         with pytest.raises(MnistArchError) as error:
-            tune.parse_space(table, where)
+            tune_space.parse_space(table, where)
         assert where in str(error.value) and words in str(error.value), str(error.value)
 
 
 def test_a_storage_that_cannot_open_is_an_error_of_ours(tmp_path):
     with pytest.raises(MnistArchError, match=r"neither a database URL .* nor a \.journal file"):
-        tune.open_storage(optuna, "tune.db", tmp_path)
+        tune_storage.open_storage(optuna, "tune.db", tmp_path)
     with pytest.raises(MnistArchError, match=r"--storage postgresql://me:\*\*\*@127\.0\.0\.1:1/x cannot be opened"):
-        tune.open_storage(optuna, "postgresql://me:secret@127.0.0.1:1/x", tmp_path)
+        tune_storage.open_storage(optuna, "postgresql://me:secret@127.0.0.1:1/x", tmp_path)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used", "ignore::FutureWarning",
@@ -355,10 +355,10 @@ def test_a_storage_that_cannot_open_is_an_error_of_ours(tmp_path):
 def test_a_trial_on_relational_storage_beats_while_it_runs(tmp_path):
     """Optuna's heartbeat is the caller's to record under ask and tell: a trial beats while it runs, so that
     another machine fails it once it stops beating (a trial that never beat is never failed by it)."""
-    storage, _, _ = tune.open_storage(optuna, f"sqlite:///{tmp_path / 'beat.db'}", tmp_path)
+    storage, _, _ = tune_storage.open_storage(optuna, f"sqlite:///{tmp_path / 'beat.db'}", tmp_path)
     study = optuna.create_study(storage=storage, study_name="s")
     beating, silent = study.ask(), study.ask()
-    with tune.heartbeat(optuna, storage, beating._trial_id, interval=0.01):
+    with tune_storage.heartbeat(optuna, storage, beating._trial_id, interval=0.01):
         time.sleep(0.1)
     storage.grace_period = -1  # any heartbeat is an old one now
     stale = storage._get_stale_trial_ids(study._study_id)
@@ -376,42 +376,42 @@ def epochs(*accuracies: float) -> list[Epoch]:
 
 
 def test_the_objective_is_fewest_epochs_then_accuracy():
-    fast = tune.score(epochs(0.990, 0.995, 0.996), 0.994, 15, 2)
-    faster_but_lower = tune.score(epochs(0.995, 0.9941), 0.994, 15, 2)
-    slow = tune.score(epochs(0.99, 0.99, 0.995, 0.999), 0.994, 15, 2)
-    near = tune.score(epochs(0.99, 0.993, 0.993, 0.99), 0.994, 4, 2)
-    far = tune.score(epochs(0.9, 0.95, 0.96, 0.9), 0.994, 4, 2)
+    fast = tune_trial.score(epochs(0.990, 0.995, 0.996), 0.994, 15, 2)
+    faster_but_lower = tune_trial.score(epochs(0.995, 0.9941), 0.994, 15, 2)
+    slow = tune_trial.score(epochs(0.99, 0.99, 0.995, 0.999), 0.994, 15, 2)
+    near = tune_trial.score(epochs(0.99, 0.993, 0.993, 0.99), 0.994, 4, 2)
+    far = tune_trial.score(epochs(0.9, 0.95, 0.96, 0.9), 0.994, 4, 2)
     assert faster_but_lower.passed and faster_but_lower.epoch == 2 and faster_but_lower.value < fast.value
     assert fast.passed and fast.value < slow.value and slow.epoch == 4
     assert not near.passed and near.held == 0.993 and fast.value < slow.value < near.value < far.value
-    same_epoch = tune.score(epochs(0.99, 0.996, 0.997), 0.994, 15, 2)
+    same_epoch = tune_trial.score(epochs(0.99, 0.996, 0.997), 0.994, 15, 2)
     assert same_epoch.value < fast.value  # same epoch, higher accuracy held
 
 
 def test_nan_and_collapse_are_pruned_at_once_with_their_reason():
-    assert tune.prune_reason(Epoch(2, float("nan"), 0.1, 0.3, 0.5, 0.1, 1.0)).startswith(
+    assert tune_trial.prune_reason(Epoch(2, float("nan"), 0.1, 0.3, 0.5, 0.1, 1.0)).startswith(
         "the loss is not a number in epoch 2")
     collapsed = Epoch(1, 0.1, 0.1, 0.3, 0.1135, 0.1, 1.0, {"class": 1, "share": 0.93})
-    assert tune.prune_reason(collapsed) == ("collapsed in epoch 1: 93.0% of the test predictions are class 1 (an "
+    assert tune_trial.prune_reason(collapsed) == ("collapsed in epoch 1: 93.0% of the test predictions are class 1 (an "
                                             "MNIST class is about 10%)")
-    assert tune.prune_reason(epochs(0.98)[0]) is None
+    assert tune_trial.prune_reason(epochs(0.98)[0]) is None
 
 
 def test_a_trial_owner_is_dead_only_when_its_pid_is_gone_or_reused_on_this_host():
-    me = tune.owner()
-    assert not tune.owner_dead(me)
+    me = tune_storage.owner()
+    assert not tune_storage.owner_dead(me)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    assert tune.owner_dead({**me, "pid": gone.pid, "started": "1"})
-    assert tune.owner_dead({**me, "started": "0"})  # the pid is alive, but another process now
-    assert not tune.owner_dead({**me, "host": "another-machine", "pid": gone.pid})  # its heartbeat's to judge
+    assert tune_storage.owner_dead({**me, "pid": gone.pid, "started": "1"})
+    assert tune_storage.owner_dead({**me, "started": "0"})  # the pid is alive, but another process now
+    assert not tune_storage.owner_dead({**me, "host": "another-machine", "pid": gone.pid})  # its heartbeat's to judge
 
 
 def test_a_changed_choice_list_is_another_parameter_of_the_same_study():
     study = optuna.create_study()
     for batch in ([64, 128, 256], [64, 128], [64, 128, 256]):
         trial = study.ask()
-        fields = tune.suggest(trial, {**tune.DEFAULT_SPACE, "batch_size": batch}, 15)
+        fields = tune_space.suggest(trial, {**tune_space.DEFAULT_SPACE, "batch_size": batch}, 15)
         assert fields["batch_size"] in batch
         study.tell(trial, 1.0)
     names = [set(t.params) for t in study.trials]
@@ -422,14 +422,15 @@ def test_the_suggested_recipe_is_a_valid_rule_table():
     study = optuna.create_study()
     for _ in range(30):
         trial = study.ask()
-        fields = tune.suggest(trial, tune.DEFAULT_SPACE, 15)
+        fields = tune_space.suggest(trial, tune_space.DEFAULT_SPACE, 15)
         table = {"threshold": 0.994, "epochs": 15, "consecutive": 3, **fields}
         from mnist_arch.project import TRAIN_DEFAULTS
         from mnist_arch.spec import parse_rule_fields
 
         recipe = parse_rule_fields(table, "t", TRAIN_DEFAULTS)
         assert recipe.optimizer in ("sgd", "adam") and recipe.batch_size in (64, 128, 256)
-        assert tomllib.loads(tune.render_table("net", table))["tool"]["mnist-arch"]["models"]["net"]["rule"] == table
+        rendered = tomllib.loads(tune_report.render_table("net", table))
+        assert rendered["tool"]["mnist-arch"]["models"]["net"]["rule"] == table
         study.tell(trial, 1.0)
 
 
@@ -447,7 +448,7 @@ def test_write_replaces_the_searched_fields_in_place_and_keeps_every_other_byte(
     path.write_bytes(text.encode())
     fields = {"threshold": 0.994, "epochs": 15, "optimizer": "sgd", "lr": 0.05,
               "optimizer_kwargs": {"momentum": 0.9, "nesterov": True}}
-    tune.write_rule(path, "net", fields)
+    tune_write.write_rule(path, "net", fields)
     new = path.read_bytes().decode()
     written = 'optimizer = "sgd"\r\nlr = 0.05\r\noptimizer_kwargs = {momentum = 0.9, nesterov = true}\r\n'
     expected = text.replace("optimizer_kwargs = {momentum = 0.9}\r\n", written)
@@ -457,14 +458,14 @@ def test_write_replaces_the_searched_fields_in_place_and_keeps_every_other_byte(
 def test_write_appends_a_table_where_there_is_none_and_refuses_what_it_cannot_edit(tmp_path):
     path = tmp_path / "pyproject.toml"
     path.write_text('[tool.mnist-arch.models.net]\nmodel = "net.py:Net"', encoding="utf-8")
-    tune.write_rule(path, "net", {"threshold": 0.9, "epochs": 2, "lr": 0.01})
+    tune_write.write_rule(path, "net", {"threshold": 0.9, "epochs": 2, "lr": 0.01})
     assert path.read_text() == ('[tool.mnist-arch.models.net]\nmodel = "net.py:Net"\n\n'
                                 "[tool.mnist-arch.models.net.rule]\nthreshold = 0.9\nepochs = 2\nlr = 0.01\n")
     odd = ('[tool.mnist-arch.models.net.rule]\nthreshold = 0.9\nepochs = 2\n\n'
            '[tool.mnist-arch.models.net.rule.optimizer_kwargs]\nmomentum = 0.9\n')
     path.write_text(odd, encoding="utf-8")
     with pytest.raises(MnistArchError, match="nothing was written"):
-        tune.write_rule(path, "net", {"threshold": 0.9, "epochs": 2, "optimizer_kwargs": {"momentum": 0.8}})
+        tune_write.write_rule(path, "net", {"threshold": 0.9, "epochs": 2, "optimizer_kwargs": {"momentum": 0.8}})
     assert path.read_text() == odd
 
 
