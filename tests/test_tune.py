@@ -296,6 +296,70 @@ def test_a_trial_whose_loss_is_not_a_number_is_pruned_at_once_with_its_reason(tm
     assert row["reason"].startswith("the loss is not a number in epoch 1 (train loss nan"), row
 
 
+# A model no recipe can train: its build raises, or its first training step does (in eval mode, it runs).
+BUILD_RAISES = LINEAR.replace("super().__init__()", "super().__init__()\n"
+                                                    "        raise ValueError('no such layer: fc2')")
+STEP_RAISES = LINEAR.replace("        time.sleep(SLEEP)\n", "        if self.training:\n"
+                                                            "            raise RuntimeError('a layer of mine broke')\n")
+
+
+@pytest.mark.parametrize("broken, words", [(BUILD_RAISES, "ValueError: no such layer: fc2"),
+                                           (STEP_RAISES, "RuntimeError: a layer of mine broke")])
+def test_a_model_no_recipe_can_train_stops_the_study_at_its_first_trial(tmp_path, mnist_root, broken, words):
+    """Its error, exit 2, after one trial rather than three; the study, whose trials all failed, goes on with
+    the model once it is fixed (its code changed, but no trial had ended for it to be compared with)."""
+    declared = PYPROJECT.replace("consecutive = 1\n", 'consecutive = 1\nloss = "cross_entropy"\n')  # no check first
+    folder = repo(tmp_path, broken, pyproject=declared)
+    done = run(folder, mnist_root, "--trials", "3", "--no-seeds")
+    assert done.returncode == 2, done.stderr
+    assert words in done.stderr and "No recipe can change that, so the search stopped at trial 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    rows = trials(folder / ".mnist-arch" / "tune.journal")
+    assert states(rows) == ["FAIL"] and words in rows[0].user_attrs["reason"]
+    (folder / "net.py").write_text(LINEAR.replace("SLEEP", "0.0"), encoding="utf-8")
+    fixed = run(folder, mnist_root, "--trials", "1", "--no-seeds")
+    assert fixed.returncode == 0, fixed.stderr
+    assert states(trials(folder / ".mnist-arch" / "tune.journal")) == ["FAIL", "COMPLETE"]
+
+
+def test_only_a_recipe_or_memory_error_is_one_another_recipe_may_fix():
+    from mnist_arch.train import RecipeError
+
+    assert tune_trial.recipe_may_fix(RecipeError("mnist-arch's own set-up failed: the recipe's optimizer ..."))
+    assert tune_trial.recipe_may_fix(MemoryError())
+    assert tune_trial.recipe_may_fix(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert tune_trial.recipe_may_fix(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't "
+                                                  "allocate memory: you tried to allocate 123 bytes"))
+    for error in (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("no such layer"),
+                  SystemExit(3), MnistArchError("Building net.py:Net() raised ValueError: no such layer."),
+                  MnistArchError("mnist-arch's own set-up failed, not the model's code: loading MNIST ...")):
+        assert not tune_trial.recipe_may_fix(error), error
+
+
+def test_a_resumed_study_refuses_another_model_or_other_fixed_fields_and_takes_a_comment(tmp_path, mnist_root):
+    """Its trials measured one network trained one way: another version of the model's code, or another field
+    of the rule table outside the search (here train_subset), would rank new trials against them."""
+    folder = repo(tmp_path)
+    assert run(folder, mnist_root, "--trials", "1", "--no-seeds").returncode == 0
+    model = (folder / "net.py").read_text(encoding="utf-8")
+    (folder / "net.py").write_text("# a comment, and another line end, change no code\r\n" + model, encoding="utf-8")
+    same = run(folder, mnist_root, "--trials", "1", "--no-seeds")
+    assert same.returncode == 0 and "epoch 1/3" not in same.stderr, same.stderr  # the study had its trial
+    (folder / "net.py").write_text(model.replace("nn.Linear(784, 10)", "nn.Linear(784, 10, bias=False)"),
+                                   encoding="utf-8")
+    other = run(folder, mnist_root, "--trials", "2", "--no-seeds")
+    assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr
+    assert "The study 'net' in " in other.stderr and "trained another version of Net" in other.stderr
+    assert "--study NAME" in other.stderr and "epoch 1/3" not in other.stderr
+    (folder / "net.py").write_text(model, encoding="utf-8")
+    (folder / "pyproject.toml").write_text(PYPROJECT.replace("train_subset = 512", "train_subset = 256"),
+                                           encoding="utf-8")
+    subset = run(folder, mnist_root, "--trials", "2", "--no-seeds")
+    assert subset.returncode == 2, subset.stderr
+    assert "other fields of the rule table outside the search" in subset.stderr and "256" in subset.stderr
+    assert len(trials(folder / ".mnist-arch" / "tune.journal")) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors: one paragraph, exit 2
 
