@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from mnist_arch.errors import MnistArchError
 from mnist_arch.runs import Epoch, duration, in_a_row, judge_rule
 from mnist_arch.tune_report import Outcome, outcome_of, trials_table, verdict
-from mnist_arch.tune_space import SEARCHED, model_with, recipe_of, rule_fields, trial_table, what_to_tune
+from mnist_arch.tune_space import fixed_fields, model_with, recipe_of, rule_fields, trial_table, what_to_tune
 from mnist_arch.tune_storage import (
     claim_lock,
     fail_stale,
@@ -91,9 +91,8 @@ class Study:
         self.rule = rule_fields(self.recipe)
         self.storage, self.lock_path, self.where = open_storage(self.optuna, settings.storage, project.root)
         name = settings.study or model.name
-        fixed = {**{k: v for k, v in self.base.items() if k not in SEARCHED and k not in self.rule},
-                 "loss": self.recipe.loss}
-        identity = {"rule": self.rule, "fixed": fixed, "model": model_code(model, project.root)}
+        identity = {"rule": self.rule, "fixed": fixed_fields(self.base, self.recipe),
+                    "model": model_code(model, project.root)}
         self.study = open_study(self.optuna, self.storage, name, self.where, identity, model.source)
         self.name = name
         self._lock = threading.Lock()  # claims, and the state below

@@ -157,6 +157,13 @@ def rule_fields(recipe: Recipe) -> dict[str, Any]:
     return {"threshold": recipe.min_accuracy, "epochs": recipe.epochs, "consecutive": recipe.consecutive or 1}
 
 
+def fixed_fields(base: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """The fields of a rule table that every trial trains with and the search does not set (train_subset, seed,
+    scale, precision, ...; the loss as the recipe has it), the rule's own aside: a study records them."""
+    rule = ("threshold", "epochs", "consecutive")
+    return {**{k: v for k, v in base.items() if k not in SEARCHED and k not in rule}, "loss": recipe.loss}
+
+
 def recipe_of(project: Project, model: Declared, table: Mapping[str, Any]) -> Recipe:
     """The rule tier's Recipe of a rule table (checked as the project's own is)."""
     from mnist_arch.project import TRAIN_DEFAULTS
