@@ -15,6 +15,7 @@ from typing import Any
 from mnist_arch.channel import note, phase
 from mnist_arch.errors import ours
 from mnist_arch.work import (
+    NO_RECIPE_FIXES,
     BenchRequest,
     CheckRequest,
     Declared,
@@ -60,8 +61,6 @@ def train(request: TrainRequest):
     built = load_model(model.target)
     recipe = training_recipe(model, request.recipe_name, request.final_activation)
     phase("train")
-    if request.epoch_records:  # a `tune` trial records which process ran it (a killed one fails its trial)
-        note(("pid", os.getpid()))
     history: list = []
 
     def on_epoch(e) -> None:
@@ -86,6 +85,34 @@ def train(request: TrainRequest):
     if request.save:
         ours(f"saving the checkpoint to {request.save}", save_checkpoint, request.save, built, model.spec, result)
     return replace(result, test_predictions=None)  # the plots are drawn; the parent never needs torch
+
+
+def trial(request: TrainRequest):
+    """A `tune` trial's run: its process id first (the trial records it: a killed worker fails its trial), then the
+    rule tier's run as `train` makes it, each epoch sent back as it ends (`TrainRequest.epoch_records`). Where it
+    raises what no recipe can fix (`recipe_may_fix`), the `work.NO_RECIPE_FIXES` note goes first; the error itself
+    reaches the parent as any run's does."""
+    note(("pid", os.getpid()))
+    try:
+        return train(request)
+    except BaseException as exc:
+        if not recipe_may_fix(exc):
+            note(NO_RECIPE_FIXES)
+        raise
+
+
+def recipe_may_fix(exc: BaseException) -> bool:
+    """Whether another recipe of the search may not meet this error: a recipe field's own code raised
+    (`train.RecipeError`), or memory ran out (the batch size). Anything else, every recipe meets the same:
+    the model's code raised or exited (in its import, its build or a training step: `isolate` reports it as
+    the model's), its output is not one of class scores, or the set-up of ours failed (MNIST, the device),
+    whatever the recipe. A loss that is not a number, and a collapse, are not errors: they prune the trial."""
+    from mnist_arch.train import RecipeError
+
+    if isinstance(exc, (RecipeError, MemoryError)):
+        return True
+    words = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in words or "can't allocate memory" in words)
 
 
 def seed_threads(request: TrainRequest) -> tuple[str, int]:

@@ -81,6 +81,11 @@ class TrainRequest:
     epoch_records: bool = False  # a `tune` trial: also send the worker's pid and each `runs.Epoch` (the pruner's)
 
 
+#: The note a `tune` trial's worker sends just before its run fails in a way no recipe can fix (`remote.trial`): the
+#: study stops at that trial with its error, instead of running the next recipes into the same one.
+NO_RECIPE_FIXES = ("no recipe fixes it",)
+
+
 @dataclass(frozen=True)
 class ForwardRequest:
     """Prepare a declared model's eager forward pass on a fixed batch, as `bench` times it (`remote.load_for_forward`,

@@ -17,7 +17,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna", reason="the tune extra (pip install \"mnist-arch[tune]\") is not installed")
 
-from mnist_arch import tune  # noqa: E402
+from mnist_arch import remote, tune, tune_report, tune_space, tune_storage, tune_trial, tune_write  # noqa: E402
 from mnist_arch.cli import main  # noqa: E402
 from mnist_arch.errors import MnistArchError  # noqa: E402
 from mnist_arch.project import tomllib  # noqa: E402
@@ -179,7 +179,7 @@ def test_a_study_meets_the_rule_writes_its_table_and_the_table_trains_as_the_rul
     at = old.index("lr = 0.5          # a recipe the search replaces\n")
     added = len(new) - len(old) + 1
     assert new[:at] == old[:at] and new[at + added:] == old[at + 1:], after
-    assert all(line.split(" = ")[0] in tune.SEARCHED for line in new[at:at + added])
+    assert all(line.split(" = ")[0] in tune_space.SEARCHED for line in new[at:at + added])
     # The written table is the rule tier's recipe.
     trained = subprocess.run([sys.executable, "-m", "mnist_arch.cli", "train", "net", "--tier", "rule", "--device",
                               "cpu", "--data-dir", str(mnist_root)], cwd=folder, env=environment(),
@@ -296,6 +296,70 @@ def test_a_trial_whose_loss_is_not_a_number_is_pruned_at_once_with_its_reason(tm
     assert row["reason"].startswith("the loss is not a number in epoch 1 (train loss nan"), row
 
 
+# A model no recipe can train: its build raises, or its first training step does (in eval mode, it runs).
+BUILD_RAISES = LINEAR.replace("super().__init__()", "super().__init__()\n"
+                                                    "        raise ValueError('no such layer: fc2')")
+STEP_RAISES = LINEAR.replace("        time.sleep(SLEEP)\n", "        if self.training:\n"
+                                                            "            raise RuntimeError('a layer of mine broke')\n")
+
+
+@pytest.mark.parametrize("broken, words", [(BUILD_RAISES, "ValueError: no such layer: fc2"),
+                                           (STEP_RAISES, "RuntimeError: a layer of mine broke")])
+def test_a_model_no_recipe_can_train_stops_the_study_at_its_first_trial(tmp_path, mnist_root, broken, words):
+    """Its error, exit 2, after one trial rather than three; the study, whose trials all failed, goes on with
+    the model once it is fixed (its code changed, but no trial had ended for it to be compared with)."""
+    declared = PYPROJECT.replace("consecutive = 1\n", 'consecutive = 1\nloss = "cross_entropy"\n')  # no check first
+    folder = repo(tmp_path, broken, pyproject=declared)
+    done = run(folder, mnist_root, "--trials", "3", "--no-seeds")
+    assert done.returncode == 2, done.stderr
+    assert words in done.stderr and "No recipe can change that, so the search stopped at trial 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    rows = trials(folder / ".mnist-arch" / "tune.journal")
+    assert states(rows) == ["FAIL"] and words in rows[0].user_attrs["reason"]
+    (folder / "net.py").write_text(LINEAR.replace("SLEEP", "0.0"), encoding="utf-8")
+    fixed = run(folder, mnist_root, "--trials", "1", "--no-seeds")
+    assert fixed.returncode == 0, fixed.stderr
+    assert states(trials(folder / ".mnist-arch" / "tune.journal")) == ["FAIL", "COMPLETE"]
+
+
+def test_only_a_recipe_or_memory_error_is_one_another_recipe_may_fix():
+    from mnist_arch.train import RecipeError
+
+    assert remote.recipe_may_fix(RecipeError("mnist-arch's own set-up failed: the recipe's optimizer ..."))
+    assert remote.recipe_may_fix(MemoryError())
+    assert remote.recipe_may_fix(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert remote.recipe_may_fix(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't "
+                                                  "allocate memory: you tried to allocate 123 bytes"))
+    for error in (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("no such layer"),
+                  SystemExit(3), MnistArchError("Building net.py:Net() raised ValueError: no such layer."),
+                  MnistArchError("mnist-arch's own set-up failed, not the model's code: loading MNIST ...")):
+        assert not remote.recipe_may_fix(error), error
+
+
+def test_a_resumed_study_refuses_another_model_or_other_fixed_fields_and_takes_a_comment(tmp_path, mnist_root):
+    """Its trials measured one network trained one way: another version of the model's code, or another field
+    of the rule table outside the search (here train_subset), would rank new trials against them."""
+    folder = repo(tmp_path)
+    assert run(folder, mnist_root, "--trials", "1", "--no-seeds").returncode == 0
+    model = (folder / "net.py").read_text(encoding="utf-8")
+    (folder / "net.py").write_text("# a comment, and another line end, change no code\r\n" + model, encoding="utf-8")
+    same = run(folder, mnist_root, "--trials", "1", "--no-seeds")
+    assert same.returncode == 0 and "epoch 1/3" not in same.stderr, same.stderr  # the study had its trial
+    (folder / "net.py").write_text(model.replace("nn.Linear(784, 10)", "nn.Linear(784, 10, bias=False)"),
+                                   encoding="utf-8")
+    other = run(folder, mnist_root, "--trials", "2", "--no-seeds")
+    assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr
+    assert "The study 'net' in " in other.stderr and "trained another version of Net" in other.stderr
+    assert "--study NAME" in other.stderr and "epoch 1/3" not in other.stderr
+    (folder / "net.py").write_text(model, encoding="utf-8")
+    (folder / "pyproject.toml").write_text(PYPROJECT.replace("train_subset = 512", "train_subset = 256"),
+                                           encoding="utf-8")
+    subset = run(folder, mnist_root, "--trials", "2", "--no-seeds")
+    assert subset.returncode == 2, subset.stderr
+    assert "other fields of the rule table outside the search" in subset.stderr and "256" in subset.stderr
+    assert len(trials(folder / ".mnist-arch" / "tune.journal")) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors: one paragraph, exit 2
 
@@ -329,8 +393,8 @@ def test_a_model_without_a_rule_is_told_the_rules_fields(tmp_path, monkeypatch, 
 
 def test_a_tune_table_is_checked(tmp_path):
     where = "pyproject.toml [tool.mnist-arch.models.net.tune]"
-    assert tune.parse_space({"lr": [0.01, 0.1], "optimizer": "sgd"}, where)["optimizer"] == ["sgd"]
-    assert tune.parse_space({"lr": {"sgd": [0.05, 0.1]}}, where)["lr"]["sgd"] == [0.05, 0.1]
+    assert tune_space.parse_space({"lr": [0.01, 0.1], "optimizer": "sgd"}, where)["optimizer"] == ["sgd"]
+    assert tune_space.parse_space({"lr": {"sgd": [0.05, 0.1]}}, where)["lr"]["sgd"] == [0.05, 0.1]
     for table, words in [({"lr": [0.1, 0.01]}, "'lr' must be one value or a range [low, high]"),
                          ({"lr": [0, 0.1]}, "numbers above 0 (sampled on a log scale)"),
                          ({"optimizer": ["sgd", "rmsprop"]}, "'optimizer' must be one value or a list of choices"),
@@ -339,15 +403,15 @@ def test_a_tune_table_is_checked(tmp_path):
                          ({"lr": {"lion": [0.1, 0.2]}}, "'lr' as a table names optimizers"),
                          ({"momentun": [0.8, 0.9]}, "momentun")]:
         with pytest.raises(MnistArchError) as error:
-            tune.parse_space(table, where)
+            tune_space.parse_space(table, where)
         assert where in str(error.value) and words in str(error.value), str(error.value)
 
 
 def test_a_storage_that_cannot_open_is_an_error_of_ours(tmp_path):
     with pytest.raises(MnistArchError, match=r"neither a database URL .* nor a \.journal file"):
-        tune.open_storage(optuna, "tune.db", tmp_path)
+        tune_storage.open_storage(optuna, "tune.db", tmp_path)
     with pytest.raises(MnistArchError, match=r"--storage postgresql://me:\*\*\*@127\.0\.0\.1:1/x cannot be opened"):
-        tune.open_storage(optuna, "postgresql://me:secret@127.0.0.1:1/x", tmp_path)
+        tune_storage.open_storage(optuna, "postgresql://me:secret@127.0.0.1:1/x", tmp_path)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used", "ignore::FutureWarning",
@@ -355,10 +419,10 @@ def test_a_storage_that_cannot_open_is_an_error_of_ours(tmp_path):
 def test_a_trial_on_relational_storage_beats_while_it_runs(tmp_path):
     """Optuna's heartbeat is the caller's to record under ask and tell: a trial beats while it runs, so that
     another machine fails it once it stops beating (a trial that never beat is never failed by it)."""
-    storage, _, _ = tune.open_storage(optuna, f"sqlite:///{tmp_path / 'beat.db'}", tmp_path)
+    storage, _, _ = tune_storage.open_storage(optuna, f"sqlite:///{tmp_path / 'beat.db'}", tmp_path)
     study = optuna.create_study(storage=storage, study_name="s")
     beating, silent = study.ask(), study.ask()
-    with tune.heartbeat(optuna, storage, beating._trial_id, interval=0.01):
+    with tune_storage.heartbeat(optuna, storage, beating._trial_id, interval=0.01):
         time.sleep(0.1)
     storage.grace_period = -1  # any heartbeat is an old one now
     stale = storage._get_stale_trial_ids(study._study_id)
@@ -376,42 +440,42 @@ def epochs(*accuracies: float) -> list[Epoch]:
 
 
 def test_the_objective_is_fewest_epochs_then_accuracy():
-    fast = tune.score(epochs(0.990, 0.995, 0.996), 0.994, 15, 2)
-    faster_but_lower = tune.score(epochs(0.995, 0.9941), 0.994, 15, 2)
-    slow = tune.score(epochs(0.99, 0.99, 0.995, 0.999), 0.994, 15, 2)
-    near = tune.score(epochs(0.99, 0.993, 0.993, 0.99), 0.994, 4, 2)
-    far = tune.score(epochs(0.9, 0.95, 0.96, 0.9), 0.994, 4, 2)
+    fast = tune_trial.score(epochs(0.990, 0.995, 0.996), 0.994, 15, 2)
+    faster_but_lower = tune_trial.score(epochs(0.995, 0.9941), 0.994, 15, 2)
+    slow = tune_trial.score(epochs(0.99, 0.99, 0.995, 0.999), 0.994, 15, 2)
+    near = tune_trial.score(epochs(0.99, 0.993, 0.993, 0.99), 0.994, 4, 2)
+    far = tune_trial.score(epochs(0.9, 0.95, 0.96, 0.9), 0.994, 4, 2)
     assert faster_but_lower.passed and faster_but_lower.epoch == 2 and faster_but_lower.value < fast.value
     assert fast.passed and fast.value < slow.value and slow.epoch == 4
     assert not near.passed and near.held == 0.993 and fast.value < slow.value < near.value < far.value
-    same_epoch = tune.score(epochs(0.99, 0.996, 0.997), 0.994, 15, 2)
+    same_epoch = tune_trial.score(epochs(0.99, 0.996, 0.997), 0.994, 15, 2)
     assert same_epoch.value < fast.value  # same epoch, higher accuracy held
 
 
 def test_nan_and_collapse_are_pruned_at_once_with_their_reason():
-    assert tune.prune_reason(Epoch(2, float("nan"), 0.1, 0.3, 0.5, 0.1, 1.0)).startswith(
+    assert tune_trial.prune_reason(Epoch(2, float("nan"), 0.1, 0.3, 0.5, 0.1, 1.0)).startswith(
         "the loss is not a number in epoch 2")
     collapsed = Epoch(1, 0.1, 0.1, 0.3, 0.1135, 0.1, 1.0, {"class": 1, "share": 0.93})
-    assert tune.prune_reason(collapsed) == ("collapsed in epoch 1: 93.0% of the test predictions are class 1 (an "
+    assert tune_trial.prune_reason(collapsed) == ("collapsed in epoch 1: 93.0% of the test predictions are class 1 (an "
                                             "MNIST class is about 10%)")
-    assert tune.prune_reason(epochs(0.98)[0]) is None
+    assert tune_trial.prune_reason(epochs(0.98)[0]) is None
 
 
 def test_a_trial_owner_is_dead_only_when_its_pid_is_gone_or_reused_on_this_host():
-    me = tune.owner()
-    assert not tune.owner_dead(me)
+    me = tune_storage.owner()
+    assert not tune_storage.owner_dead(me)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    assert tune.owner_dead({**me, "pid": gone.pid, "started": "1"})
-    assert tune.owner_dead({**me, "started": "0"})  # the pid is alive, but another process now
-    assert not tune.owner_dead({**me, "host": "another-machine", "pid": gone.pid})  # its heartbeat's to judge
+    assert tune_storage.owner_dead({**me, "pid": gone.pid, "started": "1"})
+    assert tune_storage.owner_dead({**me, "started": "0"})  # the pid is alive, but another process now
+    assert not tune_storage.owner_dead({**me, "host": "another-machine", "pid": gone.pid})  # its heartbeat's to judge
 
 
 def test_a_changed_choice_list_is_another_parameter_of_the_same_study():
     study = optuna.create_study()
     for batch in ([64, 128, 256], [64, 128], [64, 128, 256]):
         trial = study.ask()
-        fields = tune.suggest(trial, {**tune.DEFAULT_SPACE, "batch_size": batch}, 15)
+        fields = tune_space.suggest(trial, {**tune_space.DEFAULT_SPACE, "batch_size": batch}, 15)
         assert fields["batch_size"] in batch
         study.tell(trial, 1.0)
     names = [set(t.params) for t in study.trials]
@@ -422,14 +486,15 @@ def test_the_suggested_recipe_is_a_valid_rule_table():
     study = optuna.create_study()
     for _ in range(30):
         trial = study.ask()
-        fields = tune.suggest(trial, tune.DEFAULT_SPACE, 15)
+        fields = tune_space.suggest(trial, tune_space.DEFAULT_SPACE, 15)
         table = {"threshold": 0.994, "epochs": 15, "consecutive": 3, **fields}
         from mnist_arch.project import TRAIN_DEFAULTS
         from mnist_arch.spec import parse_rule_fields
 
         recipe = parse_rule_fields(table, "t", TRAIN_DEFAULTS)
         assert recipe.optimizer in ("sgd", "adam") and recipe.batch_size in (64, 128, 256)
-        assert tomllib.loads(tune.render_table("net", table))["tool"]["mnist-arch"]["models"]["net"]["rule"] == table
+        rendered = tomllib.loads(tune_report.render_table("net", table))
+        assert rendered["tool"]["mnist-arch"]["models"]["net"]["rule"] == table
         study.tell(trial, 1.0)
 
 
@@ -447,7 +512,7 @@ def test_write_replaces_the_searched_fields_in_place_and_keeps_every_other_byte(
     path.write_bytes(text.encode())
     fields = {"threshold": 0.994, "epochs": 15, "optimizer": "sgd", "lr": 0.05,
               "optimizer_kwargs": {"momentum": 0.9, "nesterov": True}}
-    tune.write_rule(path, "net", fields)
+    tune_write.write_rule(path, "net", fields)
     new = path.read_bytes().decode()
     written = 'optimizer = "sgd"\r\nlr = 0.05\r\noptimizer_kwargs = {momentum = 0.9, nesterov = true}\r\n'
     expected = text.replace("optimizer_kwargs = {momentum = 0.9}\r\n", written)
@@ -457,14 +522,14 @@ def test_write_replaces_the_searched_fields_in_place_and_keeps_every_other_byte(
 def test_write_appends_a_table_where_there_is_none_and_refuses_what_it_cannot_edit(tmp_path):
     path = tmp_path / "pyproject.toml"
     path.write_text('[tool.mnist-arch.models.net]\nmodel = "net.py:Net"', encoding="utf-8")
-    tune.write_rule(path, "net", {"threshold": 0.9, "epochs": 2, "lr": 0.01})
+    tune_write.write_rule(path, "net", {"threshold": 0.9, "epochs": 2, "lr": 0.01})
     assert path.read_text() == ('[tool.mnist-arch.models.net]\nmodel = "net.py:Net"\n\n'
                                 "[tool.mnist-arch.models.net.rule]\nthreshold = 0.9\nepochs = 2\nlr = 0.01\n")
     odd = ('[tool.mnist-arch.models.net.rule]\nthreshold = 0.9\nepochs = 2\n\n'
            '[tool.mnist-arch.models.net.rule.optimizer_kwargs]\nmomentum = 0.9\n')
     path.write_text(odd, encoding="utf-8")
     with pytest.raises(MnistArchError, match="nothing was written"):
-        tune.write_rule(path, "net", {"threshold": 0.9, "epochs": 2, "optimizer_kwargs": {"momentum": 0.8}})
+        tune_write.write_rule(path, "net", {"threshold": 0.9, "epochs": 2, "optimizer_kwargs": {"momentum": 0.8}})
     assert path.read_text() == odd
 
 
