@@ -78,7 +78,7 @@ def set_up(request: BenchRequest, say: Callable[[str], None]) -> SetUp:
                               copy_bytes=request.copy_bytes)
         if dev.type == "cuda":
             torch.cuda.empty_cache()  # workers that measure models need the memory the peak's tensors held
-    return SetUp(str(dev), paths, torch.get_num_threads(), peaks, device_name(dev), torch.__version__,
+    return SetUp(str(dev), paths, torch.get_num_threads(), peaks, device_name(dev), str(torch.__version__),
                  bool(torch.backends.cudnn.allow_tf32) if dev.type == "cuda" else None)
 
 
