@@ -4,8 +4,7 @@ path, one training step per architecture, and the machine's practical peak (a la
 The bodies are the prepared callables of `mnist_arch.bench_prepare` and `mnist_arch.train_step`, the very
 ones `mnist-arch bench` times; CUDA calls end with `torch.cuda.synchronize()`, so the timer measures kernels.
 Groups are architectures (plus "peak"); `extra_info` carries params, mult_adds, batch_size, device, dtype,
-path, torch and
-images_per_s, so `--benchmark-json` is a throughput table.
+path, torch and images_per_s, so `--benchmark-json` is a throughput table.
 
 Real timings:
 
