@@ -423,3 +423,54 @@ def test_checkpoint_of_a_model_not_benchmarked(tmp_path, capsys):
     code, out, err = run(capsys, "bench", "slim_cnn", "--weights", str(path), *FAST)
     assert (code, out) == (2, "")
     assert "holds weights of 'micro_cnn', which is not among the models benchmarked (slim_cnn)" in err
+
+
+def test_checkpoint_read_behind_the_wall_before_the_peak(tmp_path, capsys, tiny_peaks):
+    """The command line reads no checkpoint itself (no torch there): the set-up worker says whose weights they are,
+    the parent refuses a model not benchmarked before the peak is measured, and the owner's worker gets them."""
+    from mnist_arch.runs import TrainResult
+    from mnist_arch.train import save_checkpoint
+
+    path = tmp_path / "micro.pt"
+    save_checkpoint(path, create_model("micro_cnn"), get_spec("micro_cnn"),
+                    TrainResult("micro_cnn", "quick", 1, 1.0, 0.9))
+    code, out, err = run(capsys, "bench", "slim_cnn", "--weights", str(path), *FAST)
+    assert (code, out) == (2, "") and "bench: peak" not in err
+    code, out, err = run(capsys, "bench", "micro_cnn", "slim_cnn", "--weights", str(path), "--batch-sizes", "1",
+                         *FAST, "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["meta"]["weights"] == {"micro_cnn": str(path)}
+    assert [r["model"] for r in data["rows"]] == ["micro_cnn", "slim_cnn"]
+
+
+THREADS_NET = """
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):  # says, as the error of its batch-3 row, how many threads the worker measuring it runs
+    def forward(self, x):
+        if x.shape[0] == 3:
+            raise RuntimeError(f"threads {torch.get_num_threads()}")
+        return x.flatten(1)[:, :10]
+"""
+
+
+@pytest.mark.parametrize("threads", [None, 1])
+def test_every_worker_runs_the_set_ups_threads(tmp_path, capsys, tiny_peaks, threads):
+    """The threads are the set-up worker's (--threads, else torch's own default, as a fresh process has it: not
+    the one thread a worker starts with), reported in the header and given to each model's worker."""
+    import subprocess
+    import sys
+
+    (tmp_path / "threads.py").write_text(THREADS_NET)
+    argv = ["--threads", str(threads)] if threads else []
+    code, out, err = run(capsys, "bench", "--model", f"{tmp_path}/threads.py:Net", "--batch-sizes", "3", *FAST,
+                         *argv, "--format", "json")
+    assert code == 2
+    expected = threads or int(subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                                             capture_output=True, text=True, check=True).stdout)
+    assert json.loads(out)["meta"]["threads"] == expected
+    (error,) = _paragraphs(err)
+    assert error.endswith(f"the eager row at batch 3 failed: RuntimeError: threads {expected}"), error
