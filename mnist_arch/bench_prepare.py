@@ -45,7 +45,6 @@ class PathUnavailable(Exception):
     the row is reported as skipped."""
 
 
-
 def default_paths(device: str | torch.device) -> tuple[str, ...]:
     """The paths measured unless others are asked for: bf16 only where the device computes it natively
     (`mnist_arch.train.native_bf16`; emulated bf16 is 3.8-20x slower than fp32, a path nobody would take)."""
@@ -102,7 +101,7 @@ def subject(model: str | nn.Module | Subject, seed: int = 0, weights: str | None
 
 
 def build(model: str | nn.Module | Subject, seed: int,
-           weights: str | None = None) -> tuple[nn.Module, str, tuple[int, ...], Any]:
+          weights: str | None = None) -> tuple[nn.Module, str, tuple[int, ...], Any]:
     """A private copy of the model (the caller's module is never changed), its name, input shape, spec."""
     s = subject(model, seed, weights)
     return copy.deepcopy(s.module), s.name, tuple(s.input_shape), s.spec
@@ -130,7 +129,6 @@ def _pristine(name: str, seed: int, weights: str | None = None) -> nn.Module:
         torch.manual_seed(seed)
         model = create_model(name)
     return model if weights is None else load_weights(model, name, weights)
-
 
 
 @dataclass
@@ -240,4 +238,3 @@ def _capture(forward: Callable[[], torch.Tensor], dev: torch.device) -> Callable
         return static_out
 
     return replay
-

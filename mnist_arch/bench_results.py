@@ -66,7 +66,6 @@ class Row:
         return asdict(self)
 
 
-
 @dataclass(frozen=True)
 class SetUp:
     """What a run's set-up found where it measures (`bench.set_up`, in the set-up worker of

@@ -77,7 +77,6 @@ def compare_to_eager(prepared: Prepared) -> tuple[float, float]:
     return float(diff), float(agree)
 
 
-
 @functools.lru_cache(maxsize=32)
 def registered_work(name: str) -> tuple[int | None, int, int, int]:
     """`work_per_image` of a registered model, computed once per process."""
@@ -99,7 +98,6 @@ def work_per_image(model: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -
     leaves = {n for n, m in model.named_modules() if not list(m.children())}
     acts = sum(math.prod(s) for n, s in shapes.items() if n in leaves)
     return mult_adds, params, math.prod(input_shape), acts
-
 
 
 def measure(prepared: Prepared, min_time: float = 0.5, peaks: Peaks | None = None,
@@ -130,7 +128,6 @@ def measure(prepared: Prepared, min_time: float = 0.5, peaks: Peaks | None = Non
         else:
             row.max_abs_diff, row.top1_agreement = compare_to_eager(prepared)
     return row
-
 
 
 def matmul_callable(n: int, dtype: torch.dtype, device: torch.device) -> Callable[[], torch.Tensor]:
@@ -172,4 +169,3 @@ def measure_peaks(device: str | torch.device = "cpu", min_time: float = 0.5, mat
     timing = time_callable(copy_once, min_time=min_time)
     return Peaks(device=str(dev), flops=flops, bytes_per_s=2.0 * src.numel() * 4 / timing.median_s,
                  matmul_size=n, copy_bytes=src.numel() * 4)
-
