@@ -224,10 +224,9 @@ def _cmd_bench(args) -> int:
     paths = tuple(parse_path(p) for p in args.paths.split(",")) if args.paths else None  # bad path: exit 2 now
     project = load_project()
     models = _models(args, project)
-    request = BenchRequest(batch_sizes=args.batch_sizes, paths=paths,
-                           device=args.device, min_time=args.min_time, train=args.train,
-                           data_dir=str(project.mnist_root(args.data_dir)), weights=args.weights,
-                           threads=args.threads)  # the checkpoint's model and the threads: read in a worker
+    request = BenchRequest(batch_sizes=args.batch_sizes, paths=paths, device=args.device, min_time=args.min_time,
+                           train=args.train, data_dir=str(project.mnist_root(args.data_dir)), weights=args.weights,
+                           threads=args.threads)  # whose weights, and torch's default threads: found in a worker
     result = bench_project(project, models, request, timeout=args.timeout,
                            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
     if result.rows or not result.errors:
