@@ -1,10 +1,10 @@
 """Throughput benchmarks (pytest-benchmark): every registered architecture x batch size x inference
 path, one training step per architecture, and the machine's practical peak (a large matmul).
 
-The bodies are `mnist_arch.bench`'s prepared callables, the very ones `mnist-arch bench` times; CUDA
-calls end with `torch.cuda.synchronize()`, so the timer measures kernels. Groups are architectures
-(plus "peak"); `extra_info` carries params, mult_adds, batch_size, device, dtype, path, torch and
-images_per_s, so `--benchmark-json` is a throughput table.
+The bodies are the prepared callables of `mnist_arch.bench_prepare` and `mnist_arch.train_step`, the very
+ones `mnist-arch bench` times; CUDA calls end with `torch.cuda.synchronize()`, so the timer measures kernels.
+Groups are architectures (plus "peak"); `extra_info` carries params, mult_adds, batch_size, device, dtype,
+path, torch and images_per_s, so `--benchmark-json` is a throughput table.
 
 Real timings:
 
@@ -33,7 +33,7 @@ import time
 import pytest
 import torch
 
-from mnist_arch import bench
+from mnist_arch import bench_prepare, bench_timing, train_step
 from mnist_arch.machine import native_bf16
 from mnist_arch.registry import list_models
 
@@ -88,7 +88,7 @@ def _forward_cases():
     for device in ("cpu", "cuda"):
         marks = [NO_CUDA] if device == "cuda" else []
         for name in MODELS:
-            for path in bench.default_paths(device):
+            for path in bench_prepare.default_paths(device):
                 if path == "compile" and name not in COMPILE_MODELS:
                     continue
                 for b in BATCH_SIZES:
@@ -102,10 +102,10 @@ def test_forward(benchmark, smoke, device, name, path, batch_size):
                     "and batch size on a 2-core CPU")
     batch_size = min(batch_size, SMOKE_BATCH) if smoke else batch_size
     try:
-        prepared = bench.prepare(name, path, batch_size, device)
-    except bench.PathUnavailable as exc:
+        prepared = bench_prepare.prepare(name, path, batch_size, device)
+    except bench_prepare.PathUnavailable as exc:
         pytest.skip(str(exc))
-    mult_adds, params, _, _ = bench.registered_work(name)
+    mult_adds, params, _, _ = bench_timing.registered_work(name)
     benchmark.group = name
     _run(benchmark, prepared, batch_size=batch_size,
          info={"kind": "forward", "params": params, "mult_adds": mult_adds, "batch_size": batch_size,
@@ -115,8 +115,8 @@ def test_forward(benchmark, smoke, device, name, path, batch_size):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", MODELS)
 def test_train_step(benchmark, smoke, device, name):
-    prepared = bench.prepare_train_step(name, SMOKE_BATCH if smoke else None, device)
-    mult_adds, params, _, _ = bench.registered_work(name)
+    prepared = train_step.prepare_train_step(name, SMOKE_BATCH if smoke else None, device)
+    mult_adds, params, _, _ = bench_timing.registered_work(name)
     benchmark.group = name
     b = prepared.batch_size
     _run(benchmark, prepared, batch_size=b,
@@ -130,7 +130,8 @@ def test_peak_matmul(benchmark, smoke, device, dtype):
     if dtype == "bf16" and not smoke and not native_bf16(device):
         pytest.skip(f"no native bf16 on this {device}: emulated, one 2048x2048 matmul takes about a minute")
     n = 64 if smoke else (8192 if device == "cuda" else 2048)
-    fn = bench.matmul_callable(n, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype], torch.device(device))
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    fn = bench_timing.matmul_callable(n, dtypes[dtype], torch.device(device))
     benchmark.group = "peak"
     benchmark.extra_info.update(kind="peak", matmul_size=n, device=device, dtype=dtype, torch=torch.__version__,
                                 threads=torch.get_num_threads())

@@ -4,8 +4,8 @@ The body is the trainer's own step (`mnist_arch.train.train_step`, set up by `ma
 benchmarks/train_step.py: index a batch of the uint8 images, normalise, forward at the recipe's precision
 and memory layout, loss, backward, fused optimizer step), run
 at the thread count the trainer chooses for that recipe (`mnist_arch.train.choose_threads`). The peak is
-`mnist_arch.bench.measure_peaks` (a 2048x2048 matmul in the recipe's compute dtype) at the same thread count; a
-training step counts as 3x the forward mult-adds, 2 FLOPs each. `extra_info` carries images/s, FLOP/s,
+`mnist_arch.bench_timing.measure_peaks` (a 2048x2048 matmul in the recipe's compute dtype) at the same thread
+count; a training step counts as 3x the forward mult-adds, 2 FLOPs each. `extra_info` carries images/s, FLOP/s,
 the peak and the share; `-s` prints one line per model:
 
     pytest benchmarks/test_training_speed.py --benchmark-only -s
@@ -22,7 +22,7 @@ import pytest
 import torch
 from train_step import make_step  # benchmarks/train_step.py: the same step its profile and speed commands time
 
-from mnist_arch import bench, get_spec, list_models
+from mnist_arch import bench_timing, get_spec, list_models, roofline
 from mnist_arch.train import fit_recipe
 
 MODELS = list_models()
@@ -32,15 +32,15 @@ MIN_ROUNDS = 5
 
 @pytest.fixture(scope="module")
 def peaks():
-    """bench.measure_peaks at a given thread count, measured once per count."""
-    measured: dict[int, bench.Peaks] = {}
+    """bench_timing.measure_peaks at a given thread count, measured once per count."""
+    measured: dict[int, roofline.Peaks] = {}
 
-    def at(threads: int) -> bench.Peaks:
+    def at(threads: int) -> roofline.Peaks:
         if threads not in measured:
             previous = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                measured[threads] = bench.measure_peaks("cpu", min_time=1.0)
+                measured[threads] = bench_timing.measure_peaks("cpu", min_time=1.0)
             finally:
                 torch.set_num_threads(previous)
         return measured[threads]
@@ -71,10 +71,10 @@ def test_quick_training_step(benchmark, peaks, mnist_root, name):
                                 channels_last=recipe.channels_last, optimizer=recipe.optimizer, torch=torch.__version__)
     if benchmark.stats is None:  # disabled: the smoke run is done
         return
-    mult_adds = bench.registered_work(name)[0]
+    mult_adds = bench_timing.registered_work(name)[0]
     benchmark.extra_info["mult_adds"] = mult_adds
     images_per_s = batch_size / benchmark.stats.stats.median
-    flops = bench.achieved_flops(mult_adds, images_per_s, factor=3)
+    flops = roofline.achieved_flops(mult_adds, images_per_s, factor=3)
     dtype = recipe.compute_dtype
     peak = peaks(threads).flops[dtype]
     benchmark.extra_info.update(images_per_s=round(images_per_s), flops_per_s=flops, peak_flops_per_s=peak,

@@ -184,7 +184,7 @@ STAND_INS = [{}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"}
 def stand_ins(args) -> None:
     """What torch and the trainer's rule (`native_bf16`) answer under each environment of `STAND_INS`, each in
     a fresh process (the variables are read when torch loads): a markdown table."""
-    probe = ("import torch; from mnist_arch.train import native_bf16; print(torch.backends.cpu.get_cpu_capability(), "
+    probe = ("import torch; from mnist_arch.machine import native_bf16; print(torch.backends.cpu.get_cpu_capability(), "
              "torch.ops.mkldnn._is_mkldnn_bf16_supported(), native_bf16('cpu'))")
     print("| environment | `get_cpu_capability()` | `_is_mkldnn_bf16_supported()` | `train.native_bf16('cpu')` |\n"
           "| --- | --- | --- | --- |")

@@ -217,26 +217,18 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from mnist_arch.bench import FORMATS, parse_path
+    from mnist_arch.bench_results import FORMATS, parse_path
     from mnist_arch.jobs import bench_project
     from mnist_arch.project import load_project
+    from mnist_arch.work import BenchRequest
 
-    paths = [parse_path(p) for p in args.paths.split(",")] if args.paths else None  # bad path: exit 2 now
+    paths = tuple(parse_path(p) for p in args.paths.split(",")) if args.paths else None  # bad path: exit 2 now
     project = load_project()
     models = _models(args, project)
-    weights = {}
-    if args.weights:
-        from mnist_arch.train import load_checkpoint
-
-        weights = {load_checkpoint(args.weights)["model"]: args.weights}
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # the peak's, here; each model's worker gets as many
-    result = bench_project(project, models, args.batch_sizes, paths, args.device, min_time=args.min_time,
-                           train=args.train, data_dir=str(project.mnist_root(args.data_dir)), weights=weights,
-                           timeout=args.timeout,
-                           threads=args.threads,
+    request = BenchRequest(batch_sizes=args.batch_sizes, paths=paths, device=args.device, min_time=args.min_time,
+                           train=args.train, data_dir=str(project.mnist_root(args.data_dir)), weights=args.weights,
+                           threads=args.threads)  # whose weights, and torch's default threads: found in a worker
+    result = bench_project(project, models, request, timeout=args.timeout,
                            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
     if result.rows or not result.errors:
         print(FORMATS[args.format](result), end="" if args.format == "markdown" else "\n")

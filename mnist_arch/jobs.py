@@ -159,46 +159,47 @@ def _recipe_hint(project: Project, model: Declared, recipe_name: str) -> str:
             "table's other fields as options too).")
 
 
-def bench_project(project: Project, models: Sequence[Declared], batch_sizes: Sequence[int] | None = None,
-                  paths: Sequence[str] | None = None, device: str = "auto", min_time: float = 0.5, train: bool = False,
-                  data_dir: str | None = None, weights: Mapping[str, str] | None = None, timeout: float | None = None,
-                  threads: int | None = None, progress: Callable[[str], None] | None = None,
-                  measure_peak: bool = True):
-    """`mnist-arch bench`: the peak measured once in this process (`bench.set_up`, which imports torch here),
-    then each declared model measured by `remote.bench` in its own worker, one after the other (so no two
-    share the cores). `batch_sizes` default to the project's `bench_batch_sizes` (our registry:
-    `bench.BATCH_SIZES`); `timeout` (default: the project's) applies to each row; workers run `threads`
-    torch threads (default: this process's). A model or a row that cannot be measured leaves its reason in
-    `errors`; the others still run. A `bench.BenchResult`."""
-    import torch
+def bench_project(project: Project, models: Sequence[Declared], request: BenchRequest, *,
+                  timeout: float | None = None, progress: Callable[[str], None] | None = None):
+    """`mnist-arch bench`, every step behind the wall: the set-up in a worker of its own (`remote.bench_checkpoint`:
+    the model the request's checkpoint belongs to, which must be among `models`; `remote.bench_setup`: the threads,
+    the device, the paths and the machine's peak, once), then each declared model measured by `remote.bench` in
+    its own worker, one after the other (so no two share the cores), each with the set-up's threads (the
+    request's, else torch's default). `request.batch_sizes` default to the project's `bench_batch_sizes` (our
+    registry: `bench_results.BATCH_SIZES`); `timeout` (default: the project's) applies to each row of a model.
+    A model or a row that cannot be measured leaves its reason in `errors`; the others still run. A
+    `bench_results.BenchResult`."""
+    from mnist_arch.bench_results import BATCH_SIZES, CPU_PATHS, CUDA_PATHS, result_of
 
-    from mnist_arch import bench
-
-    weights = dict(weights or {})
-    data_dir = data_dir or str(project.mnist_root())  # the accuracy batch: MNIST's test images where they are
-    names = [m.name for m in models]
-    for name, checkpoint in weights.items():
-        if name not in names:
-            raise MnistArchError(f"Checkpoint {checkpoint} holds weights of {name!r}, which is not among the models "
-                                 f"benchmarked ({', '.join(names) or 'none'}); name it: mnist-arch bench {name}.")
+    if request.data_dir is None:  # the accuracy batch: MNIST's test images where they are
+        request = replace(request, data_dir=str(project.mnist_root()))
+    if request.batch_sizes is None:
+        request = replace(request, batch_sizes=tuple(project.bench_batch_sizes) if project.path is not None
+                          else BATCH_SIZES)
     say = progress or (lambda _msg: None)
-    dev, paths, peaks = bench.set_up(device, paths, min_time, say, measure_peak)
-    if train or any("compile" in p.split("+") for p in paths):
+    # the default paths, whichever the device, compile
+    if request.train or any("compile" in p.split("+") for p in request.paths or (*CPU_PATHS, *CUDA_PATHS)):
         expect_training()  # torch._dynamo in the fork server: set-up times the same with and without --train
-    if batch_sizes is None:
-        batch_sizes = project.bench_batch_sizes if project.path is not None else bench.BATCH_SIZES
-    threads = threads or torch.get_num_threads()
+    # our own code, in the command's folder (a relative checkpoint path reads as typed), with no time limit
+    with Worker("the benchmark's set-up", None, threads=request.threads, on_note=say) as worker:
+        weights = worker.call("bench_checkpoint", request)
+        names = [m.name for m in models]
+        for name, checkpoint in weights.items():
+            if name not in names:
+                raise MnistArchError(f"Checkpoint {checkpoint} holds weights of {name!r}, which is not among the "
+                                     f"models benchmarked ({', '.join(names) or 'none'}); name it: mnist-arch bench "
+                                     f"{name}.")
+        setup = replace(worker.call("bench_setup", request), weights=weights)
     rows, errors = [], []
     for model in models:
         try:
             if model.error:
                 raise MnistArchError(model.error)
-            with worker_for(project, model, timeout=timeout, threads=threads, on_note=say) as worker:
-                rows += worker.call("bench", BenchRequest(model, tuple(batch_sizes), tuple(paths), str(dev), min_time,
-                                                          peaks, train, data_dir, weights.get(model.name)))
+            with worker_for(project, model, timeout=timeout, threads=setup.threads, on_note=say) as worker:
+                rows += worker.call("bench", request.measured_with(setup, model))
         except MnistArchError as exc:
             errors.append(str(exc))
-    return bench.result_of(rows, errors, peaks, dev, min_time, weights, threads)
+    return result_of(rows, errors, setup, request.min_time)
 
 
 def forward_repeats(batch_size: int) -> int:

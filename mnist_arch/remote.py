@@ -137,11 +137,11 @@ def seed_threads(request: TrainRequest) -> tuple[str, int]:
 
 
 def _built(model: Declared, weights: str | None = None):
-    """A declared model built with seeded random weights (the seed `bench.prepare` gives a registered one), or
-    a checkpoint's, ready to be measured: lazy layers get their weights on a first call first."""
+    """A declared model built with seeded random weights (the seed `bench_prepare.prepare` gives a registered one),
+    or a checkpoint's, ready to be measured: lazy layers get their weights on a first call first."""
     import torch
 
-    from mnist_arch.bench import Subject, load_weights
+    from mnist_arch.bench_prepare import Subject, load_weights
     from mnist_arch.loader import load_model
     from mnist_arch.trace import example_input
 
@@ -156,13 +156,43 @@ def _built(model: Declared, weights: str | None = None):
     return Subject(model.name, built, tuple(model.spec.input_shape), model.spec)
 
 
-def bench(request: BenchRequest) -> list:
-    """Measure a declared model (`bench.run_benchmarks`): its rows."""
-    from mnist_arch.bench import run_benchmarks
+def bench_checkpoint(request: BenchRequest) -> dict[str, str]:
+    """`mnist-arch bench`'s set-up, first: the model the request's checkpoint belongs to, read where torch is
+    (`bench.checkpoint_weights`), so that the parent says which models it may go to before the peak is measured."""
+    from mnist_arch.bench import checkpoint_weights
 
-    return run_benchmarks([_built(request.model, request.weights)], request.batch_sizes, request.paths,
-                          request.device, request.min_time, request.train, request.data_dir, progress=note,
-                          measure_peak=False, peaks=request.peaks).rows
+    return checkpoint_weights(request.weights)
+
+
+def bench_setup(request: BenchRequest):
+    """`mnist-arch bench`'s set-up in a worker of its own, before the models' (`bench.set_up`): the threads (the
+    request's, else the ones torch takes in a fresh process: the fork server set this one's to one), the device,
+    the paths and the machine's peak. A `bench_results.SetUp`; every model's worker then runs with its threads."""
+    from mnist_arch.bench import set_up
+
+    threads = request.threads or ours("asking torch for its default thread count", _torch_threads)
+    return ours("the benchmark's set-up (the device, the paths, the machine's peak)", set_up,
+                replace(request, threads=threads), note)
+
+
+def _torch_threads() -> int:
+    """The CPU threads torch takes by default, as a fresh process of this Python has them (the count and the
+    environment variables it follows are torch's own)."""
+    import subprocess
+    import sys
+
+    script = "import torch; print(torch.get_num_threads())"
+    # from the interpreter's own folder, where no project's module can shadow torch
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          cwd=sys.prefix, timeout=600)
+    return int(done.stdout.split()[-1])
+
+
+def bench(request: BenchRequest) -> list:
+    """Measure a declared model on what the set-up found (`bench.measure_subject`): its rows."""
+    from mnist_arch.bench import measure_subject
+
+    return measure_subject(_built(request.model, request.weights), request, note)
 
 
 _FORWARD: dict[str, Any] = {}  # the worker's prepared forward pass, between calls
@@ -170,8 +200,8 @@ _FORWARD: dict[str, Any] = {}  # the worker's prepared forward pass, between cal
 
 def load_for_forward(request: ForwardRequest) -> None:
     """Build the model and prepare its eager forward pass on a fixed batch with `bench`'s own measuring
-    code (`bench.prepare`: eval mode, inference mode, the same input the `bench` command times)."""
-    from mnist_arch.bench import prepare
+    code (`bench_prepare.prepare`: eval mode, inference mode, the same input the `bench` command times)."""
+    from mnist_arch.bench_prepare import prepare
 
     subject = _built(request.model)
     phase("forward")

@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_arch.paths import is_file_target
+from mnist_arch.roofline import Peaks
 from mnist_arch.spec import Recipe, Spec
+
+if TYPE_CHECKING:
+    from mnist_arch.bench_results import SetUp
 
 
 @dataclass(frozen=True)
@@ -97,14 +101,29 @@ class ForwardRequest:
 
 @dataclass(frozen=True)
 class BenchRequest:
-    """Time a declared model's forward (and training step) on the paths and batch sizes given (`remote.bench`)."""
+    """`mnist-arch bench`: what to measure and how. The parent (`jobs.bench_project`) sends it whole to a set-up
+    worker of its own (`remote.bench_checkpoint`: the model a checkpoint's weights belong to; `remote.bench_setup`:
+    the threads, the device, the paths and the machine's peak), then, with `model` and what the set-up found
+    (`measured_with`), to each declared model's worker in turn (`remote.bench`). `bench.run_benchmarks` takes it
+    in one process."""
 
-    model: Declared
-    batch_sizes: tuple[int, ...]
-    paths: tuple[str, ...]
-    device: str
-    min_time: float
-    peaks: Any  # the machine's measured peaks (`bench`), or None
-    train: bool = False
-    data_dir: str | None = None
-    weights: str | None = None  # a checkpoint to load first
+    model: Declared | None = None  # the model a worker measures (`measured_with`)
+    batch_sizes: tuple[int, ...] | None = None  # default: the project's bench_batch_sizes, else bench_results'
+    paths: tuple[str, ...] | None = None  # default: the device's (`bench_prepare.default_paths`)
+    device: str = "auto"
+    min_time: float = 0.5  # seconds each row is timed for, at least
+    train: bool = False  # also a training step per model
+    data_dir: str | None = None  # the folder holding MNIST/raw/: its test images are the accuracy batch
+    weights: str | None = None  # a checkpoint (`mnist-arch train --save`), loaded into the model it belongs to
+    threads: int | None = None  # torch CPU threads of the set-up and of every model's worker (default: torch's)
+    measure_peak: bool = True
+    peaks: Peaks | None = None  # the machine's peak, as the set-up measured it
+    matmul_size: int | None = None  # the peak's square matmul (default: the device's, `bench_timing.measure_peaks`)
+    copy_bytes: int | None = None  # the peak's tensor copy (default: the device's)
+
+    def measured_with(self, setup: SetUp, model: Declared | None = None) -> BenchRequest:
+        """This request as a model's worker runs it: on the device, paths, threads and peak the set-up found,
+        with the checkpoint only for the model it belongs to."""
+        weights = setup.weights.get(model.name) if model is not None else None
+        return replace(self, model=model, device=setup.device, paths=setup.paths, threads=setup.threads,
+                       peaks=setup.peaks, weights=weights)

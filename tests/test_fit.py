@@ -58,13 +58,13 @@ def test_without_native_bf16_every_quick_recipe_trains_in_fp32():
     threshold; bench leaves bf16 out of its default paths and its peak."""
     out = _in_a_fresh_process("""
         import json, torch
-        from mnist_arch import bench, get_spec, list_models
+        from mnist_arch import bench_prepare, get_spec, list_models
         from mnist_arch.machine import native_bf16
         from mnist_arch.train import fit_recipe
         fitted = {n: fit_recipe(get_spec(n).recipes["quick"]) for n in list_models()}
         print(json.dumps({"onednn": torch.ops.mkldnn._is_mkldnn_bf16_supported(), "native": native_bf16("cpu"),
                           "capability": torch.backends.cpu.get_cpu_capability(),
-                          "paths": bench.default_paths("cpu"),
+                          "paths": bench_prepare.default_paths("cpu"),
                           "fitted": {n: [r.precision, r.min_accuracy, r.train_subset, s]
                                      for n, (r, s) in fitted.items()}}))
     """, NO_BF16)

@@ -18,11 +18,11 @@ PACKAGE = Path(mnist_arch.__file__).resolve().parent
 
 #: What runs only in a worker child (`channel` is its end of the pipe, `remote` the jobs it runs).
 WORKER = {"channel", "remote", "loader", "trace", "head", "receptive", "checks", "data", "train", "machine", "bench",
-          "plots", "layer_table", "_forkserver", "_forkserver_training"}
+          "plots", "bench_prepare", "bench_timing", "train_step", "layer_table", "_forkserver", "_forkserver_training"}
 #: What opens workers and collects what comes back, and the faces over it.
 PARENT = {"isolate", "jobs", "project", "cli", "pytest_plugin", "diff", "init", "tune"}
 #: Plain data and helpers both sides read: no torch at import, nothing of either side.
-SHARED = {"", "errors", "spec", "runs", "paths", "work", "proc", "report", "chart"}
+SHARED = {"", "errors", "spec", "runs", "paths", "work", "proc", "report", "chart", "roofline", "bench_results"}
 #: Our reference architectures: the registry imports them lazily to register them; each imports the registry.
 REFERENCES = {"registry", "models"}
 #: The faces: they parse, call the parent's side and print.
