@@ -322,7 +322,7 @@ def seed_accuracies(root: Path, name: str, model: str, epochs: int, data_dir: st
     project = Project(path=root / "pyproject.toml", root=root, declared=())
     recipe = parse_recipe_fields({"min_accuracy": 1.0, "epochs": epochs}, "the command line", TRAIN_DEFAULTS)
     declared = dataclasses.replace(adhoc(model, root), name=name)
-    declared = dataclasses.replace(declared, spec=declared.spec.replace(recipes={"quick": recipe}))
+    declared = dataclasses.replace(declared, spec=dataclasses.replace(declared.spec, recipes={"quick": recipe}))
 
     def reached(seed: int, result) -> None:
         if result.collapsed:

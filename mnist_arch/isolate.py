@@ -170,6 +170,16 @@ def stop_all() -> None:
         worker.kill()
 
 
+class Stopped(KeyboardInterrupt):
+    """Raised in a face's main thread by a stop signal (SIGTERM, SIGINT) after `stop_all`: a KeyboardInterrupt, so
+    that code which cleans up on Ctrl-C (tune marks its running trials failed, pytest runs its teardown and
+    summary) does so for either signal. `signum` is the signal; the exit code is 128 + it."""
+
+    def __init__(self, signum: int, text: str = "") -> None:
+        super().__init__(text or f"stopped by signal {signum}")
+        self.signum = signum
+
+
 def is_stopping() -> bool:
     """Whether this process is being stopped (`stop_all`): a caller's loop starts nothing new."""
     return _stopping > 0
@@ -222,7 +232,9 @@ class Worker:
             self.close(kill=True)
             raise MnistArchError(f"Model {label}: not run: this process is being stopped.")
 
-    def call(self, func: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+    def call(self, func: Callable[..., Any] | str, *args: Any, timeout: float | None = None) -> Any:
+        """`func(*args)` in the worker (a job of `mnist_arch.remote` by name, as the parent's side sends them, or a
+        module-level function), its result; what the model did instead, as a MnistArchError."""
         limit = self.timeout if timeout is None else timeout
         try:
             self._conn.send((func, args))
@@ -323,8 +335,9 @@ class Worker:
         self.close(kill=kind is not None)  # interrupted (Ctrl-C, a stop signal): no waiting for the model
 
 
-def run_isolated(label: str, func: Callable[..., Any], *args: Any, timeout: float | None = DEFAULT_TIMEOUT,
-                 **worker: Any) -> Any:
-    """`func(*args)` in a fresh worker child; its result, or a MnistArchError."""
-    with Worker(label, timeout, **worker) as w:
+def run_isolated(label: str, func: Callable[..., Any] | str, *args: Any, timeout: float | None = DEFAULT_TIMEOUT,
+                 extra_path: list[str] | None = None) -> Any:
+    """`func(*args)` (a function, or a job of `mnist_arch.remote` by name) in a fresh worker child, with
+    `extra_path` importable there; its result, or a MnistArchError."""
+    with Worker(label, timeout, extra_path=extra_path) as w:
         return w.call(func, *args)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from mnist_arch.layer_rows import FORMATS, Row  # noqa: F401  (FORMATS: for the command line until it imports layer_rows)
+from mnist_arch.layer_rows import Row
 from mnist_arch.receptive import trace_fields
 from mnist_arch.trace import count_parameters, first_tensor
 

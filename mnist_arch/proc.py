@@ -22,15 +22,13 @@ def prctl(option: int, value: int) -> None:
         pass
 
 
-def below(pid: int) -> set[int]:
-    """The processes descended from `pid`, from /proc on Linux (none elsewhere), walked through zombies too: a
-    worker killed a moment ago may show as a zombie while its threads still exit, its children still below it;
-    skipping it left them out, and they went to init once the server had ended (a kill is a no-op on a zombie)."""
-    children: dict[int, list[int]] = {}
+def children() -> dict[int, list[int]]:
+    """Each process's children, from /proc on Linux (none elsewhere), zombies included."""
+    found: dict[int, list[int]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return set()
+        return found
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -40,10 +38,27 @@ def below(pid: int) -> set[int]:
         except OSError:
             continue
         if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry))
+            found.setdefault(int(fields[1]), []).append(int(entry))
+    return found
+
+
+def command_line(pid: int) -> bytes:
+    """A process's command line as /proc has it (arguments joined by NUL bytes); b"" where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""
+
+
+def below(pid: int) -> set[int]:
+    """The processes descended from `pid`, from /proc on Linux (none elsewhere), walked through zombies too: a
+    worker killed a moment ago may show as a zombie while its threads still exit, its children still below it;
+    skipping it left them out, and they went to init once the server had ended (a kill is a no-op on a zombie)."""
+    tree = children()
     found, todo = set(), [pid]
     while todo:
-        for child in children.get(todo.pop(), ()):
+        for child in tree.get(todo.pop(), ()):
             if child not in found:
                 found.add(child)
                 todo.append(child)

@@ -277,21 +277,21 @@ def _declared(path: Path, root: Path, name: str, fields: dict[str, Any], line: i
             raise MnistArchError(f"{where}: model = {model!r} is neither PATH.py:ATTR nor package.module:ATTR "
                                  "nor the name of one registered model.")
         target, base = registered[0].target, registered[0].spec
-    spec = base.with_changes(changes).replace(source=where)
+    spec = dataclasses.replace(base.with_changes(changes), source=where)
     loss = None
     if train is not None:
         recipe = parse_recipe_fields(train, f"{where[:-1]}.train]", TRAIN_DEFAULTS)
         loss = train.get("loss") if isinstance(train, dict) else None
-        spec = spec.replace(recipes={**spec.recipes, "quick": recipe})
+        spec = dataclasses.replace(spec, recipes={**spec.recipes, "quick": recipe})
     if rule is not None:  # the course's rule: its own tier beside the quick floor (docs/rule.md)
         recipe = parse_rule_fields(rule, f"{where[:-1]}.rule]", TRAIN_DEFAULTS)
-        spec = spec.replace(recipes={**spec.recipes, "rule": recipe})
+        spec = dataclasses.replace(spec, recipes={**spec.recipes, "rule": recipe})
         rule_loss = rule.get("loss")
         if loss is not None and rule_loss is None:  # the train table's loss, for the rule's recipe too
-            spec = spec.replace(recipes={**spec.recipes, "rule": dataclasses.replace(recipe, loss=loss)})
+            spec = dataclasses.replace(spec, recipes={**spec.recipes, "rule": dataclasses.replace(recipe, loss=loss)})
         elif rule_loss is not None and train is not None and loss is None:  # and the rule's for the quick one
-            spec = spec.replace(recipes={**spec.recipes, "quick": dataclasses.replace(spec.recipes["quick"],
-                                                                                      loss=rule_loss)})
+            quick = dataclasses.replace(spec.recipes["quick"], loss=rule_loss)
+            spec = dataclasses.replace(spec, recipes={**spec.recipes, "quick": quick})
         loss = loss or rule_loss
     return Declared(name, target, spec, where, loss, line)
 

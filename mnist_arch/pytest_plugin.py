@@ -145,11 +145,6 @@ def pytest_runtest_logreport(report):
         state["training"] += [value for key, value in report.user_properties if key == "mnist_arch_training"]
 
 
-class Stopped(KeyboardInterrupt):
-    """Raised in pytest's main thread by SIGTERM (`_stop_on_sigterm`), after every model was killed: pytest's own
-    Ctrl-C path runs (fixture teardown, its summary, --junitxml) and shows this line; the run exits 143."""
-
-
 def _stop_on_sigterm(config) -> None:
     """In a run whose project declares models: SIGTERM, to pytest's PID alone too, kills every worker (with what
     its model started) and every xdist worker of this run, and stops pytest as Ctrl-C does; a second SIGTERM ends
@@ -159,7 +154,7 @@ def _stop_on_sigterm(config) -> None:
     import signal
     import threading
 
-    from mnist_arch.isolate import end_with_parent, stop_all
+    from mnist_arch.isolate import Stopped, end_with_parent, stop_all
 
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         return
@@ -168,7 +163,8 @@ def _stop_on_sigterm(config) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         stop_all()
         config._mnist_arch["stopped"] = signum
-        raise Stopped("pytest stopped by SIGTERM, and every model it was running with it")
+        # pytest's own Ctrl-C path runs (fixture teardown, its summary, --junitxml) and shows this line; exit 143
+        raise Stopped(signum, "pytest stopped by SIGTERM, and every model it was running with it")
 
     signal.signal(signal.SIGTERM, stop)
     config._mnist_arch["sigterm"] = stop
@@ -198,18 +194,9 @@ def _xdist_workers() -> list[int]:
         from execnet.gateway_io import popen_bootstrapline
     except ImportError:
         return []
-    me, found = os.getpid(), []
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                parent = int(stat.read().rpartition(b")")[2].split()[1])
-            if parent == me:
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    if popen_bootstrapline.encode() in cmdline.read():
-                        found.append(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
+    from mnist_arch.proc import children, command_line
+
+    return [pid for pid in children().get(os.getpid(), ()) if popen_bootstrapline.encode() in command_line(pid)]
 
 
 @pytest.hookimpl(trylast=True)
@@ -293,8 +280,8 @@ class ModelNode(pytest.Collector):
     """One declared model: a `load` item (it loads, builds and runs; the checks its declaration does not name, such
     as a lint on its output, report there), one item per declared check, training and benchmark items."""
 
-    def __init__(self, *, model, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, name: str, parent, model) -> None:
+        super().__init__(name=name, parent=parent)
         self.model = model
         self.lineno = model.line
 
@@ -367,8 +354,8 @@ class LoadItem(_Item):
 
 
 class CheckItem(_Item):
-    def __init__(self, *, check_id: str, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, name: str, parent, check_id: str) -> None:
+        super().__init__(name=name, parent=parent)
         self.check_id = check_id
 
     def runtest(self):
@@ -391,8 +378,8 @@ def _report_checks(name: str, checks) -> None:
 class ProblemItem(_Item):
     """A model whose declaration is invalid or that cannot be loaded, built or run: one failure."""
 
-    def __init__(self, *, message: str, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, name: str, parent, message: str) -> None:
+        super().__init__(name=name, parent=parent)
         self.message = message
 
     def runtest(self):

@@ -6,6 +6,7 @@ function name is the registry name. Importing `mnist_arch.models` registers the 
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ def register_model(spec: Spec) -> Callable[[Callable[..., nn.Module]], Callable[
         if name in _BUILDERS:
             raise ValueError(f"model {name!r} is registered twice")
         _BUILDERS[name] = builder
-        _SPECS[name] = spec.replace(source=spec.source or f"{builder.__module__}.{name}")
+        _SPECS[name] = dataclasses.replace(spec, source=spec.source or f"{builder.__module__}.{name}")
         return builder
 
     return decorate
@@ -50,9 +51,10 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern))
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, num_classes: int = 10) -> nn.Module:
+    """A registered architecture, built with fresh weights (every reference takes its number of classes)."""
     _known(name)
-    return _BUILDERS[name](**kwargs)
+    return _BUILDERS[name](num_classes=num_classes)
 
 
 def get_spec(name: str) -> Spec:

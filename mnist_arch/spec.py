@@ -123,9 +123,6 @@ class Spec:
     recipes: Mapping[str, Recipe] = field(default_factory=dict)  # "quick", "full"
     source: str = ""  # where the spec was declared, for messages
 
-    def replace(self, **changes: Any) -> Spec:
-        return dataclasses.replace(self, **changes)
-
     def with_changes(self, changes: Mapping[str, Any]) -> Spec:
         """Apply overrides from a spec file, a project table or the command line; requirements add up."""
         changes = dict(changes)
@@ -133,7 +130,7 @@ class Spec:
             changes["require"] = self.require | changes["require"]
         if "require_any" in changes:
             changes["require_any"] = tuple(dict.fromkeys(self.require_any + tuple(changes["require_any"])))
-        return self.replace(**changes)
+        return dataclasses.replace(self, **changes)
 
     def check_ids(self) -> list[str]:
         """The ids of the checks `checks.check_model` makes of any model judged against this spec, known before a

@@ -182,7 +182,7 @@ def recipe_of(project: Project, model: Declared, table: Mapping[str, Any]) -> Re
 def model_with(project: Project, model: Declared, table: Mapping[str, Any]) -> Declared:
     """The model with a rule table's recipe as its rule tier: what a trial, or a seed's run, trains."""
     recipes = {**model.spec.recipes, "rule": recipe_of(project, model, table)}
-    return dataclasses.replace(model, spec=model.spec.replace(recipes=recipes))
+    return dataclasses.replace(model, spec=dataclasses.replace(model.spec, recipes=recipes))
 
 
 def trial_table(base: Mapping[str, Any], trial: Any, space: Mapping[str, Any], epochs: int) -> dict[str, Any]:

@@ -189,7 +189,7 @@ def model_code(model: Declared, root: Path) -> dict[str, str]:
     and a digest of its file's syntax tree, so that a comment, the formatting or the line ends may change and
     the code may not. The file is read, never run; a module it imports is not read (docs/tune.md)."""
     source, _, attr = model.target.rpartition(":")
-    from mnist_arch.loader import is_file_target
+    from mnist_arch.paths import is_file_target
 
     if is_file_target(source):
         path = Path(source)

@@ -1,7 +1,9 @@
+
 """Issue 25, part 2: `gap` and `fc` judge the classifier head, from the data flow of the pass that runs
 (mnist_arch/head.py). The models are in tests/user_models/heads.py; each body turns the 28x28 image into a
 16x7x7 map with one conv (16 channels: 4*4+1 = 17 parameters each)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -103,7 +105,7 @@ def test_a_convolution_covering_the_whole_map_is_fc():
 def test_the_references_declared_fc_still_passes(name):
     model, spec = create_model(name), get_spec(name)
     assert "fc" in spec.require
-    report = check_model(model, spec.replace(require_any=(frozenset({"gap", "fc"}),)), name=name)
+    report = check_model(model, dataclasses.replace(spec, require_any=(frozenset({"gap", "fc"}),)), name=name)
     checks = {c.id: c for c in report.checks}
     assert report.passed, [c.message for c in report.checks if not c.passed]
     assert checks["require.fc"].message.startswith("fc: the head is fully connected: ")

@@ -17,16 +17,20 @@ PACKAGE = Path(mnist_arch.__file__).resolve().parent
 
 
 #: What runs only in a worker child (`channel` is its end of the pipe, `remote` the jobs it runs).
-WORKER = {"channel", "remote", "loader", "trace", "head", "receptive", "checks", "data", "train", "machine", "bench",
-          "plots", "bench_prepare", "bench_timing", "train_step", "layer_table", "_forkserver", "_forkserver_training"}
+WORKER = {"channel", "remote", "loader", "trace", "head", "receptive", "field_rules", "checks", "features", "data",
+          "train", "machine", "train_step", "bench", "bench_prepare", "bench_timing", "plots", "layer_table",
+          "_forkserver", "_forkserver_training"}
 #: What opens workers and collects what comes back, and the faces over it.
-PARENT = {"isolate", "jobs", "project", "cli", "pytest_plugin", "diff", "init", "tune"}
+PARENT = {"isolate", "jobs", "project", "cli", "cli_parser", "pytest_plugin", "diff", "diff_base", "diff_render",
+          "gate", "init", "pyproject_table", "workflows", "existing_tests", "comment", "badge", "git", "tune",
+          "tune_space", "tune_storage", "tune_trial", "tune_report", "tune_write"}
 #: Plain data and helpers both sides read: no torch at import, nothing of either side.
-SHARED = {"", "errors", "spec", "runs", "paths", "work", "proc", "report", "chart", "roofline", "bench_results"}
+SHARED = {"", "errors", "spec", "runs", "paths", "work", "proc", "report", "chart", "roofline", "bench_results",
+          "layer_rows", "fields", "check_messages"}
 #: Our reference architectures: the registry imports them lazily to register them; each imports the registry.
 REFERENCES = {"registry", "models"}
 #: The faces: they parse, call the parent's side and print.
-FACES = {"cli", "pytest_plugin"}
+FACES = {"cli", "cli_parser", "pytest_plugin"}
 #: The one door: the parent names the worker's entry point (`channel.serve`) to start a child with it.
 DOOR = {("isolate", "channel")}
 
@@ -172,6 +176,40 @@ def test_no_import_circle_but_the_registrys():
     # the registry imports the references lazily (to register them); each reference registers itself with it
     registry = {"mnist_arch.registry", "mnist_arch.models", *(m for m in files if m.startswith("mnist_arch.models."))}
     assert cycles == [registry], cycles
+
+
+def _functions():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path, node
+
+
+def _parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """The parameters a caller may pass, self and cls not counted; a `**kwargs` takes any number (counted as 99)."""
+    args = node.args
+    named = [*args.posonlyargs, *args.args, *args.kwonlyargs]
+    if named and named[0].arg in ("self", "cls"):
+        named = named[1:]
+    return len(named) + (1 if args.vararg else 0) + (99 if args.kwarg else 0)
+
+
+def test_no_function_takes_more_than_eight_parameters():
+    long = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({_parameters(node)})"
+            for path, node in _functions() if _parameters(node) > 8]
+    assert long == []
+
+
+def test_the_parameter_count_counts_what_it_should():
+    tree = ast.parse("def f(self, a, *b, c, **d): pass\ndef g(a, b, /, c): pass\nclass K:\n def h(cls, x): pass")
+    counts = {n.name: _parameters(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert counts == {"f": 1 + 1 + 1 + 99, "g": 3, "h": 1}
+
+
+def test_no_module_is_over_500_lines():
+    long = {str(path.relative_to(PACKAGE.parent)): n for path in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > 500}
+    assert long == {}
 
 
 def test_the_cycle_finder_finds_a_circle():

@@ -4,6 +4,8 @@ Expected values come from the specs, which transcribe the reference READMEs; the
 from the model. One generic test per fact, parametrized over the registry (torchvision's pattern).
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -67,7 +69,7 @@ def test_layer_rows_with_parameters_add_up(name):
 def test_a_broken_fact_fails():
     # The engine can fail a reference: a spec that declares one parameter fewer must not pass.
     spec = get_spec("micro_cnn")
-    report = check_model(create_model("micro_cnn"), spec.replace(exact_params=spec.exact_params - 1))
+    report = check_model(create_model("micro_cnn"), dataclasses.replace(spec, exact_params=spec.exact_params - 1))
     assert not report.passed
 
 

@@ -18,7 +18,7 @@ def _small(user_models):
     recipe = parse_recipe_fields({"min_accuracy": 0.1, "epochs": 1, "train_subset": 256}, "test", TRAIN_DEFAULTS)
     model = adhoc("small_net.py:Net", user_models)
     return Project(path=None, root=user_models, declared=()), dataclasses.replace(
-        model, spec=model.spec.replace(recipes={"quick": recipe}))
+        model, spec=dataclasses.replace(model.spec, recipes={"quick": recipe}))
 
 
 def _run(result) -> list:

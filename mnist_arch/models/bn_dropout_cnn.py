@@ -68,5 +68,5 @@ SPEC = Spec(
 
 
 @register_model(SPEC)
-def bn_dropout_cnn(**kwargs) -> BNDropoutCNN:
-    return BNDropoutCNN(**kwargs)
+def bn_dropout_cnn(num_classes: int = 10, dropout: float = 0.15) -> BNDropoutCNN:
+    return BNDropoutCNN(num_classes, dropout)

@@ -73,5 +73,5 @@ SPEC = Spec(
 
 
 @register_model(SPEC)
-def micro_cnn(**kwargs) -> MicroCNN:
-    return MicroCNN(**kwargs)
+def micro_cnn(num_classes: int = 10) -> MicroCNN:
+    return MicroCNN(num_classes)

@@ -98,5 +98,5 @@ SPEC = Spec(
 
 
 @register_model(SPEC)
-def parallel_cnn(**kwargs) -> ParallelCNN:
-    return ParallelCNN(**kwargs)
+def parallel_cnn(num_classes: int = 10) -> ParallelCNN:
+    return ParallelCNN(num_classes)

@@ -66,5 +66,5 @@ SPEC = Spec(
 
 
 @register_model(SPEC)
-def slim_cnn(**kwargs) -> SlimCNN:
-    return SlimCNN(**kwargs)
+def slim_cnn(num_classes: int = 10) -> SlimCNN:
+    return SlimCNN(num_classes)

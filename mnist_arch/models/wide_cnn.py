@@ -99,5 +99,5 @@ SPEC = Spec(
 
 
 @register_model(SPEC)
-def wide_cnn(**kwargs) -> WideCNN:
-    return WideCNN(**kwargs)
+def wide_cnn(num_classes: int = 10) -> WideCNN:
+    return WideCNN(num_classes)
