@@ -18,6 +18,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from mnist_arch.errors import MnistArchError, one_line
 from mnist_arch.proc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, kill_tree, prctl
@@ -151,15 +153,24 @@ def serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int 
 
     torch.set_num_threads(threads or 1)  # one thread unless asked: small batches gain little from two
     while True:
-        request = conn.recv()
+        try:
+            request = conn.recv()
+            if request is not None:
+                func, args = _job(*request)
+        except (EOFError, OSError):  # the parent is gone: nobody to answer
+            os._exit(0)
+        except Exception as exc:  # our request, not the model's code: it did not arrive whole, or names no job
+            _flush()
+            conn.send(("error", f"mnist-arch's own set-up failed, not the model's code: the worker could not take "
+                                f"its job ({type(exc).__name__}: {one_line(exc, 500)}). The command line and the "
+                                "worker may come from two versions of mnist-arch (reinstalled while it ran?)."))
+            continue
         if request is None:
             _flush()
             if _has_children():
                 kill_tree(os.getpid(), itself=False)  # what the model started, in any process group
             os._exit(0)  # now: no waiting for threads the model left running (the parent kills the group)
-        job, args = request
-        try:  # a job of `mnist_arch.remote` by name (what the parent side sends), or a function itself
-            func = getattr(importlib.import_module("mnist_arch.remote"), job) if isinstance(job, str) else job
+        try:
             reply = ("ok", func(*args))
         except MnistArchError as exc:
             reply = ("error", one_line(exc))
@@ -178,6 +189,17 @@ def serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int 
                 reply = ("raised", f"{type(exc).__name__}: {one_line(exc)}".rstrip(": "))
         _flush()
         conn.send(reply)
+
+
+def _job(job: Callable[..., Any] | str, args: tuple) -> tuple[Callable[..., Any], tuple]:
+    """The function a request names: a job of `mnist_arch.remote` by name (what the parent's side sends), or a
+    module-level function itself (the registry's read, tests)."""
+    if isinstance(job, str):
+        func = getattr(importlib.import_module("mnist_arch.remote"), job, None)
+        if func is None:
+            raise LookupError(f"mnist_arch.remote has no job named {job!r}")
+        return func, args
+    return job, args
 
 
 def _flush() -> None:

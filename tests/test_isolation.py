@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from mnist_arch import isolate
 from mnist_arch.cli import main
+from mnist_arch.errors import MnistArchError
 
 HOSTILE = Path(__file__).resolve().parent / "user_models" / "hostile"
 NETS = HOSTILE / "nets.py"
@@ -240,3 +242,21 @@ def test_train_says_it_will_train_before_the_first_worker_starts(capsys, monkeyp
     code, _, err = run(capsys, "train", "no_such_model")
     assert code == 2 and "No declared or registered model is named 'no_such_model'" in err
     assert calls == ["expect_training", "load_project"]
+
+
+class _Unreadable:
+    """Pickled in the parent, it cannot be unpickled in the worker: int("not a number") raises there."""
+
+    def __reduce__(self):
+        return (int, ("not a number",))
+
+
+def test_a_job_the_worker_cannot_take_is_ours_not_the_models_and_the_worker_goes_on():
+    with isolate.Worker("probe", 60) as worker:
+        for job, args in (("no_such_job", ()), (len, (_Unreadable(),))):
+            with pytest.raises(MnistArchError) as info:
+                worker.call(job, *args)
+            assert str(info.value).startswith("mnist-arch's own set-up failed, not the model's code: the worker could "
+                                              "not take its job ("), str(info.value)
+        assert "no job named 'no_such_job'" in str(info.value) or "ValueError" in str(info.value)
+        assert worker.call(len, "abc") == 3
