@@ -3,7 +3,7 @@
 The body is the trainer's own step (`mnist_arch.train.train_step`, set up by `make_step` of
 benchmarks/train_step.py: index a batch of the uint8 images, normalise, forward at the recipe's precision
 and memory layout, loss, backward, fused optimizer step), run
-at the thread count the trainer chooses for that recipe (`mnist_arch.train.choose_threads`). The peak is
+at the thread count the trainer chooses for that recipe (`mnist_arch.machine.choose_threads`). The peak is
 `mnist_arch.bench_timing.measure_peaks` (a 2048x2048 matmul in the recipe's compute dtype) at the same thread
 count; a training step counts as 3x the forward mult-adds, 2 FLOPs each. `extra_info` carries images/s, FLOP/s,
 the peak and the share; `-s` prints one line per model:

@@ -25,7 +25,7 @@ each model's step as declared, in fp32 and in fp32 contiguous, on this CPU and u
 without native bf16 (`NO_BF16`), one thread, fresh processes. `stand-ins`: what torch and the trainer's rule
 answer under each environment that caps the CPU's instructions. Every command times the recipe as the trainer
 runs it on this CPU (`mnist_arch.train.fit_recipe`), `speed --as-declared` as declared.
-Threads default to the trainer's choice (`mnist_arch.train.choose_threads`), which takes two only under
+Threads default to the trainer's choice (`mnist_arch.machine.choose_threads`), which takes two only under
 OMP_WAIT_POLICY=PASSIVE: the command line sets it, so prefix a command here with it to match a
 `mnist-arch train` run of `wide_cnn` or `parallel_cnn`.
 """
@@ -186,7 +186,7 @@ def stand_ins(args) -> None:
     a fresh process (the variables are read when torch loads): a markdown table."""
     probe = ("import torch; from mnist_arch.machine import native_bf16; print(torch.backends.cpu.get_cpu_capability(), "
              "torch.ops.mkldnn._is_mkldnn_bf16_supported(), native_bf16('cpu'))")
-    print("| environment | `get_cpu_capability()` | `_is_mkldnn_bf16_supported()` | `train.native_bf16('cpu')` |\n"
+    print("| environment | `get_cpu_capability()` | `_is_mkldnn_bf16_supported()` | `machine.native_bf16('cpu')` |\n"
           "| --- | --- | --- | --- |")
     for env in STAND_INS:
         out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True,

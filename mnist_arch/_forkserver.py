@@ -15,7 +15,7 @@ from mnist_arch.channel import guard_fork_server
 guard_fork_server()
 
 # Idle OpenMP threads sleep instead of spinning (read once, when torch loads its OpenMP runtime): a spinning
-# thread waits at every barrier for one that a busy neighbour has descheduled. train.choose_threads uses
+# thread waits at every barrier for one that a busy neighbour has descheduled. machine.choose_threads uses
 # two threads only under this policy (docs/training.md has the measurements).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

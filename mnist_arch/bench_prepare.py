@@ -47,7 +47,7 @@ class PathUnavailable(Exception):
 
 def default_paths(device: str | torch.device) -> tuple[str, ...]:
     """The paths measured unless others are asked for: bf16 only where the device computes it natively
-    (`mnist_arch.train.native_bf16`; emulated bf16 is 3.8-20x slower than fp32, a path nobody would take)."""
+    (`mnist_arch.machine.native_bf16`; emulated bf16 is 3.8-20x slower than fp32, a path nobody would take)."""
     paths = CUDA_PATHS if torch.device(device).type == "cuda" else CPU_PATHS
     return paths if native_bf16(device) else tuple(p for p in paths if p != "bf16")
 

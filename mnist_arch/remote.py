@@ -117,7 +117,7 @@ def recipe_may_fix(exc: BaseException) -> bool:
 
 def seed_threads(request: TrainRequest) -> tuple[str, int]:
     """The device a run of the request's recipe trains on and, on a CPU, the threads it takes alone: those
-    `train.choose_threads` picks, without its idle-core rule (the cores are the run's). Several seeds run side by
+    `machine.choose_threads` picks, without its idle-core rule (the cores are the run's). Several seeds run side by
     side, each at these threads, as many at once as the cores hold, so each seed's run is the one it makes
     alone and a threshold measured one seed after another still holds (`jobs.train_runs`)."""
     import torch

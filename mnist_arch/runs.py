@@ -266,7 +266,7 @@ def rule_table(result: TrainResult) -> str:
 
 def available_cores() -> int:
     """The cores this process may train on: its CPU affinity, shared out among pytest-xdist workers, capped
-    by OMP_NUM_THREADS where set (`train.choose_threads` rule 2)."""
+    by OMP_NUM_THREADS where set (`machine.choose_threads` rule 2)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     available = cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():

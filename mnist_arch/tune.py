@@ -107,7 +107,7 @@ class Study:
         from mnist_arch.runs import available_cores
 
         self.cores = available_cores()
-        # Threads split between the trials that run at once; one trial alone: train.choose_threads decides.
+        # Threads split between the trials that run at once; one trial alone: machine.choose_threads decides.
         self.threads = max(1, self.cores // settings.jobs) if settings.jobs > 1 else None
 
     # --- claiming

@@ -79,7 +79,7 @@ class TrainRequest:
     data_dir: str | None = None  # the folder holding MNIST/raw/ (`paths.mnist_root`)
     plots: str | None = None  # a folder for the PNGs
     save: str | None = None  # a checkpoint path
-    threads: int | None = None  # CPU threads (default: train.choose_threads)
+    threads: int | None = None  # CPU threads (default: machine.choose_threads)
     estimate_runs: int = 1  # the runs (seeds) its estimate covers, this one and those after it; 0: no estimate
     estimate_at_once: int = 1  # of those runs, how many run side by side
     epoch_records: bool = False  # a `tune` trial: also send the worker's pid and each `runs.Epoch` (the pruner's)

@@ -16,7 +16,7 @@ USER_MODELS = Path(__file__).resolve().parent / "user_models"
 def _not_an_xdist_worker_inside(monkeypatch):
     """The pytest runs a test starts (pytester, subprocesses) are not xdist workers: pytest-benchmark takes
     an inherited PYTEST_XDIST_WORKER for one and refuses --benchmark-only. PYTEST_XDIST_WORKER_COUNT
-    stays, so the processes a test starts still share this worker's cores (train.choose_threads)."""
+    stays, so the processes a test starts still share this worker's cores (machine.choose_threads)."""
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.delenv("PYTEST_XDIST_TESTRUNUID", raising=False)
 

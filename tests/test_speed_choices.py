@@ -1,6 +1,6 @@
 """Issue 27, "Fast": what the trainer chooses for the machine where a recipe leaves it open, and that the choice
 changes the speed, not the training. The memory layout (`train.choose_layout`: channels_last on a CPU whose
-convolutions oneDNN runs, unless the model's forward fails in it) and the allocator (`train.keep_freed_memory`:
+convolutions oneDNN runs, unless the model's forward fails in it) and the allocator (`machine.keep_freed_memory`:
 glibc keeps freed memory for reuse). Each choice is named in the run's setting. Speed itself is measured in
 benchmarks/test_course_epoch.py, not here."""
 
