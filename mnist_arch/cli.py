@@ -224,9 +224,10 @@ def _cmd_tune(args) -> int:
             print(f"\nThe recipe, as the table to paste into pyproject.toml:\n\n{outcome.table}")
     if args.write and outcome.passed:
         tune.write_rule(project.path, model.name, outcome.best["table"])
-        met = sum(s["passed"] for s in outcome.seeds)
-        luck = (f"; only {met} of its {len(outcome.seeds)} seeds met the rule: the recipe may have been luck"
-                if outcome.seeds and met * 2 <= len(outcome.seeds) else "")
+        ran = [s for s in outcome.seeds if not s.get("error")]
+        met = sum(s["passed"] for s in ran)
+        luck = (f"; only {met} of its {len(ran)} seeds met the rule: the recipe may have been luck"
+                if ran and met * 2 <= len(ran) else "")
         print(f"\nmnist-arch tune: wrote the recipe into {project.path} "
               f"[tool.mnist-arch.models.{model.name}.rule]{luck}", file=sys.stderr)
     elif args.write:

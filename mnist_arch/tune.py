@@ -381,11 +381,14 @@ class Study:
     def rerun_seeds(self, best: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The best recipe's seeds, each in its own worker as `mnist-arch train --tier rule --seed S` runs it, as
         many at once as there are cores (the cores split between them); kept in the study, so that a second
-        run of the same command does not train them again."""
+        run of the same command does not train them again. A seed whose run ended in an error (its worker killed,
+        a set-up of ours that failed) is not a verdict: it is reported as not run, kept out of the study, and the
+        same command runs it again."""
         from mnist_arch.work import TrainRequest
 
         key = f"seeds of trial {best['number']}"
-        known = {int(k): v for k, v in (self.study.user_attrs.get(key) or {}).items()}
+        known = {int(k): v for k, v in (self.study.user_attrs.get(key) or {}).items()
+                 if not v["reason"].startswith("error: ")}  # an error is no verdict (a study made before 0.1 kept it)
         todo = [s for s in self.settings.seeds if s not in known]
         at_once = max(1, min(len(todo), self.cores))
         if todo:
@@ -410,13 +413,18 @@ class Study:
                 except MnistArchError as exc:
                     if self._stop.is_set():
                         return
-                    entry = {"passed": False, "reason": f"error: {exc}", "accuracies": []}
+                    with self._lock:
+                        errors[seed] = {"passed": False, "reason": f"error: {exc}", "accuracies": [], "error": True}
+                    self.say(f"tune {self.name}: seed {seed} could not run (it is run again by the same command): "
+                             f"{exc}")
+                    continue
                 with self._lock:
                     known[seed] = entry
                     self.study.set_user_attr(key, {str(k): v for k, v in known.items()})
                 self.say(f"tune {self.name}: seed {seed} {'met' if entry['passed'] else 'missed'} the rule: "
                          f"{entry['reason']}")
 
+        errors: dict[int, dict[str, Any]] = {}
         self._parallel(worker, [()] * at_once)
-        return [{"seed": s, **known[s]} for s in self.settings.seeds]
+        return [{"seed": s, **(known.get(s) or errors[s])} for s in self.settings.seeds if s in known or s in errors]
 

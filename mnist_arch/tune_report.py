@@ -134,9 +134,14 @@ def verdict(outcome: Outcome) -> str:
                 "change the model.")
     seeds = ""
     if outcome.seeds:
-        met = sum(s["passed"] for s in outcome.seeds)
-        seeds = (f"; seeds {', '.join(str(s['seed']) for s in outcome.seeds)} again: {met} of "
-                 f"{len(outcome.seeds)} met the rule")
+        ran = [s for s in outcome.seeds if not s.get("error")]
+        met = sum(s["passed"] for s in ran)
+        seeds = (f"; seeds {', '.join(str(s['seed']) for s in outcome.seeds)} again: {met} of {len(ran)} met the "
+                 "rule")
+        if len(ran) < len(outcome.seeds):
+            seeds += (f" ({len(outcome.seeds) - len(ran)} could not run: "
+                      f"{', '.join(str(s['seed']) for s in outcome.seeds if s.get('error'))}; the same command runs "
+                      "them again)")
     return (f"**MET**: trial {outcome.best['number']} met the rule ({words}): "
             f"{outcome.best['reason'].removeprefix('passed: ')}{seeds}.")
 

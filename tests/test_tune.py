@@ -67,6 +67,24 @@ class Net(nn.Module):
         return self.fc(x.flatten(1)) * float("nan")
 """
 
+# Its build raises for seed 1 while the file break-seed-1 is there (torch.manual_seed(seed) comes before the build).
+SEED_BREAKS = """import os
+
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        if torch.initial_seed() == 1 and os.path.exists("break-seed-1"):
+            raise RuntimeError("seed 1 breaks while break-seed-1 is there")
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+
 PYPROJECT = """# a user's project: every byte of it outside the rule table stays as it is
 [project]
 name = "course-repo"
@@ -192,6 +210,22 @@ def test_a_study_meets_the_rule_writes_its_table_and_the_table_trains_as_the_rul
     report = json.loads(again.stdout)
     assert report["passed"] and len(report["trials"]) == 2 and len(report["seeds"]) == 2
     assert "epoch 1/3" not in again.stderr and "again with seed" not in again.stderr
+
+
+def test_a_seed_that_could_not_run_is_no_verdict_and_the_same_command_runs_it_again(tmp_path, mnist_root):
+    folder = repo(tmp_path, SEED_BREAKS)
+    (folder / "break-seed-1").write_text("", encoding="utf-8")
+    first = run(folder, mnist_root, "--trials", "1", "--seeds", "0-1")
+    assert first.returncode == 0, first.stderr
+    assert "seed 1 could not run (it is run again by the same command): Building " in first.stderr, first.stderr
+    assert "raised RuntimeError: seed 1 breaks while break-seed-1 is there" in first.stderr, first.stderr
+    assert "seeds 0, 1 again: 1 of 1 met the rule (1 could not run: 1; the same command runs them again)" \
+        in first.stdout, first.stdout
+    (folder / "break-seed-1").unlink()
+    again = run(folder, mnist_root, "--trials", "1", "--seeds", "0-1")
+    assert again.returncode == 0, again.stderr
+    assert "again with seed(s) 1 (" in again.stderr, again.stderr  # seed 0's verdict is kept; only seed 1 runs
+    assert "seeds 0, 1 again: 2 of 2 met the rule." in again.stdout, again.stdout
 
 
 def test_two_processes_share_one_journal_and_finish_its_trials_once(tmp_path, mnist_root):
