@@ -45,6 +45,7 @@ class TrainResult:
     seed: int = 0
     consecutive: int | None = None  # the rule tier's (Recipe.consecutive); None: judged on the last epoch
     max_epochs: int = 0  # the epochs the run could take: the rule's "within N"
+    loss: str = ""  # the loss it trained with (the declared one, or the one its output called for)
 
     @property
     def rule(self) -> dict | None:

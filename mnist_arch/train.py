@@ -352,7 +352,7 @@ def train_model(model: nn.Module, recipe: Recipe, data: MNIST, options: RunOptio
         result.device, result.precision = device.type, recipe.precision
         result.setting = setting + result.setting  # and what `_train` chose for the model (layout, memory)
         result.min_accuracy, result.seed, result.consecutive = recipe.min_accuracy, options.seed, recipe.consecutive
-        result.max_epochs = recipe.epochs
+        result.max_epochs, result.loss = recipe.epochs, recipe.loss
         return result
     finally:
         torch.set_num_threads(previous)

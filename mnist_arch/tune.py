@@ -388,7 +388,7 @@ class Study:
 
         key = f"seeds of trial {best['number']}"
         known = {int(k): v for k, v in (self.study.user_attrs.get(key) or {}).items()
-                 if not v["reason"].startswith("error: ")}  # an error is no verdict (a study made before 0.1 kept it)
+                 if not v["reason"].startswith("error: ")}  # an error is no verdict (older studies kept it)
         todo = [s for s in self.settings.seeds if s not in known]
         at_once = max(1, min(len(todo), self.cores))
         if todo:
