@@ -178,6 +178,23 @@ def test_no_import_circle_but_the_registrys():
     assert cycles == [registry], cycles
 
 
+#: The commands beside the checks, each in its own files; they may share the helpers (git, the badge) but never
+#: import one another (`init` once imported `diff` for git and the badge).
+COMMAND_FILES = {"diff": {"diff", "diff_base", "diff_render", "gate"},
+                 "init": {"init", "pyproject_table", "workflows", "existing_tests"},
+                 "tune": {"tune", "tune_space", "tune_storage", "tune_trial", "tune_report", "tune_write"},
+                 "comment": {"comment"}}
+
+
+def test_command_modules_do_not_import_each_other():
+    graph = _graph()
+    command = {f"mnist_arch.{m}": name for name, files in COMMAND_FILES.items() for m in files}
+    assert set(command) <= set(graph)  # every file named exists
+    across = sorted(f"{_short(a)} -> {_short(b)}" for a, targets in graph.items() for b in targets
+                    if a in command and b in command and command[a] != command[b])
+    assert across == []
+
+
 def _functions():
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
