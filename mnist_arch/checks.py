@@ -116,6 +116,7 @@ def _scripted(model: nn.Module) -> bool:
 def _needs_calls(spec: Spec) -> list[str]:
     """The spec fields that are judged from the recorded forward pass."""
     fields = {"require": spec.require, "require_any": spec.require_any, "layers": spec.layers,
+              "min_receptive_field": spec.min_receptive_field is not None,
               "final_activation": spec.final_activation, "batchnorm_after_every_conv": spec.batchnorm_after_every_conv}
     return [k for k, v in fields.items() if v]
 

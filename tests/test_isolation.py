@@ -150,6 +150,15 @@ def test_torchscript_features_cannot_be_judged(capsys):
     assert code == 2 and "cannot judge layers" in err
 
 
+@pytest.mark.parametrize("kind", ["scripted", "traced"])
+def test_a_torchscript_receptive_field_cannot_be_judged_and_is_not_blamed_on_the_model(capsys, tmp_path, kind):
+    spec = tmp_path / "rf.toml"
+    spec.write_text("min_receptive_field = 5\n")
+    code, _, err = run(capsys, "check", "--model", f"{NETS}:{kind}", "--spec", spec)
+    assert code == 2 and "cannot judge min_receptive_field" in err and one_paragraph(err), err
+    assert "the model's code raised" not in err
+
+
 def test_requirements_add_up_from_file_and_command_line(capsys, tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text('require = ["fc"]\n')

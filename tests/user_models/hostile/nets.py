@@ -114,6 +114,10 @@ def scripted():
     return torch.jit.script(Small())
 
 
+def traced():
+    return torch.jit.trace(Small(), torch.zeros(1, 1, 28, 28))
+
+
 def weight_normed():
     model = Small()
     nn.utils.parametrizations.weight_norm(model.conv)
