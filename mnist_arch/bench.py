@@ -57,7 +57,7 @@ def checkpoint_weights(weights: str | None) -> dict[str, str]:
     """{the model a checkpoint's weights belong to: the checkpoint} (`mnist-arch train --save`); {} for none."""
     if weights is None:
         return {}
-    from mnist_arch.train import load_checkpoint
+    from mnist_arch.checkpoint import load_checkpoint
 
     return {load_checkpoint(weights)["model"]: weights}
 

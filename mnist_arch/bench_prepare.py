@@ -109,7 +109,7 @@ def build(model: str | nn.Module | Subject, seed: int,
 
 def load_weights(model: nn.Module, name: str, weights: str) -> nn.Module:
     """`model` with the trained weights of a checkpoint written by `mnist-arch train --save` for `name`."""
-    from mnist_arch.train import load_checkpoint
+    from mnist_arch.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(weights)
     if checkpoint.get("model") != name:

@@ -48,11 +48,12 @@ def train(request: TrainRequest):
     """One seeded run of a declared model's recipe, one note per epoch (a `runs.TrainResult`)."""
     import torch
 
+    from mnist_arch.checkpoint import save_checkpoint
     from mnist_arch.data import load_mnist
     from mnist_arch.loader import load_model
     from mnist_arch.machine import resolve_device
     from mnist_arch.runs import epoch_line
-    from mnist_arch.train import RunOptions, save_checkpoint, train_model
+    from mnist_arch.train import OutputError, RunOptions, train_model
 
     model = request.model
     device = resolve_device(request.device)
@@ -76,7 +77,10 @@ def train(request: TrainRequest):
     options = RunOptions(name=model.name, recipe_name=request.recipe_name, epochs=request.epochs, seed=request.seed,
                          device=device, time_budget=request.time_budget, threads=request.threads, on_epoch=on_epoch,
                          on_estimate=on_estimate if request.estimate_runs else None)
-    result = train_model(built, recipe, data, options)
+    try:
+        result = train_model(built, recipe, data, options)
+    except OutputError as exc:  # the trainer knows no file: say whose output it is
+        raise OutputError(f"Model {model.name} ({model.target}): {exc}") from None
     if request.plots:
         from mnist_arch.plots import save_plots
 

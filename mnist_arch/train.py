@@ -12,7 +12,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -173,6 +173,10 @@ def recipe_call(field: str, recipe: Recipe, func: Callable, *args):
     return ours(what, func, *args, error=RecipeError, advice=_RECIPE_ADVICE)
 
 
+class OutputError(MnistArchError):
+    """The model's output is not what a training loss takes: the model's fault (its caller names the model)."""
+
+
 def class_scores(out: object) -> torch.Tensor:
     """The model's output when it is what a training loss takes, one tensor of shape [batch, classes]; else the
     model's fault, said as such (a tuple, or a [N, 10, 1, 1] head that was never flattened)."""
@@ -180,7 +184,7 @@ def class_scores(out: object) -> torch.Tensor:
         return out
     what = (f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor)
             else f"a {type(out).__name__}")
-    raise MnistArchError(f"The model's output is {what}, and training needs one tensor of shape [batch, classes]: "
+    raise OutputError(f"The model's output is {what}, and training needs one tensor of shape [batch, classes]: "
                          "return only the class scores (flatten a [N, C, 1, 1] head, drop extra outputs).")
 
 
@@ -465,36 +469,3 @@ def _train(model: nn.Module, recipe: Recipe, data: MNIST, options: RunOptions, t
     result.seconds = time.perf_counter() - start
     result.collapsed = detect_collapse(result.test_predictions, int(data.test_labels.max()) + 1)
     return result
-
-
-def _plain(value):
-    """Spec/recipe values as lists, dicts and scalars, so a checkpoint loads with weights_only=True."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_plain(v) for v in value]
-        return sorted(items) if isinstance(value, (set, frozenset)) else items
-    if hasattr(value, "__dataclass_fields__"):
-        return _plain(asdict(value))
-    return value
-
-
-def save_checkpoint(path, model: nn.Module, spec, result: TrainResult) -> None:
-    """Weights, the declared spec and the run's metrics in one file."""
-    torch.save({"model": result.model, "recipe": result.recipe, "state_dict": model.state_dict(),
-                "spec": _plain(spec), "metrics": result.to_dict()}, path)
-
-
-def load_checkpoint(path) -> dict:
-    """The dict `save_checkpoint` wrote, read with weights_only=True (no code runs while loading)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise MnistArchError(f"Checkpoint {path} does not exist.") from None
-    except Exception as exc:  # a foreign or truncated file: pickle, zip and torch each raise their own
-        raise MnistArchError(f"Checkpoint {path} cannot be read as a mnist-arch checkpoint: "
-                             f"{type(exc).__name__}: {exc}".split("\n")[0]) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "model" not in checkpoint:
-        raise MnistArchError(f"Checkpoint {path} is not one `mnist-arch train --save` wrote (no model name "
-                             "and state_dict).")
-    return checkpoint

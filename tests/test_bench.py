@@ -307,8 +307,8 @@ def test_cli_cuda_without_cuda_exits_2(capsys):
 
 
 def test_trained_weights_from_a_checkpoint(tmp_path):
+    from mnist_arch.checkpoint import save_checkpoint
     from mnist_arch.runs import TrainResult
-    from mnist_arch.train import save_checkpoint
 
     trained = create_model("micro_cnn")
     with torch.no_grad():
@@ -414,8 +414,8 @@ def test_bad_table_batch_sizes_exit_2(tmp_path, monkeypatch, capsys):
 
 
 def test_checkpoint_of_a_model_not_benchmarked(tmp_path, capsys):
+    from mnist_arch.checkpoint import save_checkpoint
     from mnist_arch.runs import TrainResult
-    from mnist_arch.train import save_checkpoint
 
     path = tmp_path / "micro.pt"
     save_checkpoint(path, create_model("micro_cnn"), get_spec("micro_cnn"), TrainResult("micro_cnn", "quick", 1, 1.0,
@@ -428,8 +428,8 @@ def test_checkpoint_of_a_model_not_benchmarked(tmp_path, capsys):
 def test_checkpoint_read_behind_the_wall_before_the_peak(tmp_path, capsys, tiny_peaks):
     """The command line reads no checkpoint itself (no torch there): the set-up worker says whose weights they are,
     the parent refuses a model not benchmarked before the peak is measured, and the owner's worker gets them."""
+    from mnist_arch.checkpoint import save_checkpoint
     from mnist_arch.runs import TrainResult
-    from mnist_arch.train import save_checkpoint
 
     path = tmp_path / "micro.pt"
     save_checkpoint(path, create_model("micro_cnn"), get_spec("micro_cnn"),

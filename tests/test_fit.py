@@ -360,3 +360,30 @@ def test_saving_is_ours_too(mnist_root, tmp_path, capsys):
     assert (f"mnist-arch's own set-up failed, not the model's code: saving the checkpoint to "
             f"{tmp_path / 'no-such-folder' / 'micro.pt'} raised ") in err, err
 
+
+
+TWO_OUTPUTS = """\
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        return out, out.softmax(1)
+"""
+
+
+def test_an_output_training_cannot_take_names_the_model_and_its_file(tmp_path, monkeypatch, mnist_root, capsys):
+    (tmp_path / "pyproject.toml").write_text('[tool.mnist-arch.models.net]\nmodel = "net.py:Net"\n'
+                                             "[tool.mnist-arch.models.net.train]\nmin_accuracy = 0.5\n"
+                                             "train_subset = 256\nloss = \"cross_entropy\"\n")
+    (tmp_path / "net.py").write_text(TWO_OUTPUTS)
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "net", "--device", "cpu", "--data-dir", str(mnist_root)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"mnist-arch train: Model net ({tmp_path / 'net.py'}:Net): The model's output is a tuple, "
+                          "and training needs one tensor of shape [batch, classes]"), err

@@ -18,8 +18,8 @@ PACKAGE = Path(mnist_arch.__file__).resolve().parent
 
 #: What runs only in a worker child (`channel` is its end of the pipe, `remote` the jobs it runs).
 WORKER = {"channel", "remote", "loader", "trace", "head", "receptive", "field_rules", "checks", "features", "data",
-          "train", "machine", "train_step", "bench", "bench_prepare", "bench_timing", "plots", "layer_table",
-          "_forkserver", "_forkserver_training"}
+          "train", "machine", "train_step", "checkpoint", "bench", "bench_prepare", "bench_timing", "plots",
+          "layer_table", "_forkserver", "_forkserver_training"}
 #: What opens workers and collects what comes back, and the faces over it.
 PARENT = {"isolate", "jobs", "project", "cli", "cli_parser", "pytest_plugin", "diff", "diff_base", "diff_render",
           "gate", "init", "pyproject_table", "workflows", "existing_tests", "comment", "badge", "git", "tune",

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mnist_arch import create_model, get_spec, list_models, machine, train
+from mnist_arch.checkpoint import load_checkpoint, save_checkpoint
 from mnist_arch.cli import main
 from mnist_arch.data import MNIST, load_mnist
 from mnist_arch.errors import MnistArchError
@@ -23,9 +24,7 @@ from mnist_arch.train import (
     compute_loss,
     detect_collapse,
     fit_recipe,
-    load_checkpoint,
     prepare_model,
-    save_checkpoint,
     train_model,
 )
 
