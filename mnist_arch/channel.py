@@ -157,8 +157,8 @@ def serve(conn, output_path: str, cwd: str, extra_path: list[str], threads: int 
             request = conn.recv()
             if request is not None:
                 func, args = _job(*request)
-        except (EOFError, OSError):  # the parent is gone: nobody to answer
-            os._exit(0)
+        except (EOFError, OSError):  # the parent is gone: nobody to answer; end as when told to stop
+            request = None
         except Exception as exc:  # our request, not the model's code: it did not arrive whole, or names no job
             _flush()
             conn.send(("error", f"mnist-arch's own set-up failed, not the model's code: the worker could not take "

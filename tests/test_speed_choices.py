@@ -126,36 +126,33 @@ def test_the_chosen_layout_trains_like_the_contiguous_one(small):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_kept_memory_stops_the_page_faults_of_every_step():
-    """A training step of a course-style network at batch 128 allocates and frees some 10 MB of activations of
-    many sizes. Under glibc's defaults the pages of some come back from the kernel every step (minor page
-    faults); once `keep_freed_memory` has run, none do. Counted by the kernel (getrusage), in a fresh process."""
+def test_keeping_freed_memory_is_set_once_in_the_process_that_trains():
+    """Under glibc, `keep_freed_memory` sets both mallopt parameters (each call returns 1) and says so in words;
+    a second call changes nothing and says the same. Its effect, page faults a step before and after, is a
+    noisy count (glibc adapts its own threshold) measured over rounds in benchmarks/test_page_faults.py."""
     code = textwrap.dedent("""
-        import json, resource, torch, torch.nn as nn, torch.nn.functional as F
-        from mnist_arch.machine import keep_freed_memory
-        torch.set_num_threads(1)
-        torch.manual_seed(0)
-        net = nn.Sequential(nn.Conv2d(1, 10, 3), nn.ReLU(), nn.BatchNorm2d(10), nn.Dropout(0.05),
-                            nn.Conv2d(10, 18, 3), nn.ReLU(), nn.BatchNorm2d(18), nn.Dropout(0.05),
-                            nn.Conv2d(18, 8, 1), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                            nn.Linear(8, 10))
-        x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+        import ctypes, json
+        from mnist_arch import machine
+        calls = []
+        libc = ctypes.CDLL(None)
+        real = libc.mallopt
 
-        def faults(steps):
-            for _ in range(3):
-                F.cross_entropy(net(x), y).backward()
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            for _ in range(steps):
-                F.cross_entropy(net(x), y).backward()
-            return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+        class Counting:
+            def __getattr__(self, name):
+                return getattr(libc, name)
 
-        default = faults(5)
-        note = keep_freed_memory()
-        print(json.dumps({"default": default, "kept": faults(5), "note": note}))
+            def mallopt(self, option, value):
+                calls.append((option, value))
+                return real(option, value)
+
+        machine.ctypes = type("C", (), {"CDLL": staticmethod(lambda _: Counting())})
+        first, second = machine.keep_freed_memory(), machine.keep_freed_memory()
+        print(json.dumps({"first": first, "second": second, "calls": calls,
+                          "glibc": hasattr(libc, "gnu_get_libc_version")}))
     """)
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                     check=True).stdout.splitlines()[-1])
-    if not out["note"]:
+    if not out["glibc"]:
         pytest.skip("not glibc: nothing is changed")
-    assert out["note"] == ", freed memory kept for reuse (glibc)"
-    assert out["default"] > 100 and out["kept"] < out["default"] / 10, out  # measured: 6,770 against 202 a step
+    assert out["first"] == out["second"] == ", freed memory kept for reuse (glibc)"
+    assert out["calls"] == [[-3, 32 << 20], [-1, 256 << 20]]  # M_MMAP_THRESHOLD, then M_TRIM_THRESHOLD; once

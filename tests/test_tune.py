@@ -135,9 +135,16 @@ def run(folder: Path, mnist_root: Path, *args: str, timeout: float = 300) -> sub
                           text=True, timeout=timeout)
 
 
+def _sigint_as_usual() -> None:
+    """In the child before exec: SIGINT back to its default. A suite started in the background of a
+    non-interactive shell has SIGINT ignored, every child inherits that, and the command rightly keeps it
+    ignored (as Python does): the stop-signal tests would then test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(folder: Path, mnist_root: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(command(folder, mnist_root, *args), cwd=folder, env=environment(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_sigint_as_usual)
 
 
 def trials(storage, study: str = "net") -> list:
