@@ -8,6 +8,7 @@ thread count.
 
 import os
 
+from mnist_arch import channel
 from mnist_arch.channel import guard_fork_server
 
 # First, before the seconds torch takes to import: on Linux the server ends, with every process below it, when
@@ -27,6 +28,7 @@ import mnist_arch.loader  # noqa: E402, F401
 import mnist_arch.models  # noqa: E402, F401  (registers the references)
 import mnist_arch.registry  # noqa: E402, F401
 
+channel.TORCH_THREADS = torch.get_num_threads()  # torch's own default, before this server takes one
 torch.set_num_threads(1)
 with torch.no_grad():
     _x = F.conv2d(torch.rand(2, 1, 28, 28), torch.rand(8, 1, 3, 3), torch.rand(8), padding=1)

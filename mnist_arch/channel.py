@@ -28,6 +28,9 @@ from mnist_arch.proc import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, kill_tree,
 MEMORY_LIMIT_BYTES = 8 * 2**30
 
 _conn = None  # in a worker child: the pipe to the parent
+#: The CPU threads torch takes by default in a fresh process, recorded by the fork server before it takes one
+#: (`mnist_arch._forkserver`); every worker forked from it inherits the record. None outside a worker.
+TORCH_THREADS: int | None = None
 
 
 def phase(name: str) -> None:

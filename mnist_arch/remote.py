@@ -170,26 +170,17 @@ def bench_checkpoint(request: BenchRequest) -> dict[str, str]:
 
 def bench_setup(request: BenchRequest):
     """`mnist-arch bench`'s set-up in a worker of its own, before the models' (`bench.set_up`): the threads (the
-    request's, else the ones torch takes in a fresh process: the fork server set this one's to one), the device,
-    the paths and the machine's peak. A `bench_results.SetUp`; every model's worker then runs with its threads."""
+    request's, else the ones torch takes in a fresh process, as the fork server recorded them before it took one:
+    `channel.TORCH_THREADS`), the device, the paths and the machine's peak. A `bench_results.SetUp`; every
+    model's worker then runs with its threads."""
+    import torch
+
+    from mnist_arch import channel
     from mnist_arch.bench import set_up
 
-    threads = request.threads or ours("asking torch for its default thread count", _torch_threads)
+    threads = request.threads or channel.TORCH_THREADS or torch.get_num_threads()
     return ours("the benchmark's set-up (the device, the paths, the machine's peak)", set_up,
                 replace(request, threads=threads), note)
-
-
-def _torch_threads() -> int:
-    """The CPU threads torch takes by default, as a fresh process of this Python has them (the count and the
-    environment variables it follows are torch's own)."""
-    import subprocess
-    import sys
-
-    script = "import torch; print(torch.get_num_threads())"
-    # from the interpreter's own folder, where no project's module can shadow torch
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                          cwd=sys.prefix, timeout=600)
-    return int(done.stdout.split()[-1])
 
 
 def bench(request: BenchRequest) -> list:
