@@ -81,6 +81,14 @@ class CourseNet(nn.Module):
         return F.log_softmax(self.features(x).flatten(1), dim=1)
 
 
+class CourseNetWithoutDropout(CourseNet):
+    """`CourseNet` with every dropout's p at 0 (torch returns the input untouched): beside `CourseNet` in
+    `mnist-arch bench --train`, what dropout costs a training step (docs/training.md)."""
+
+    def __init__(self):
+        super().__init__(dropout=0.0)
+
+
 #: The course recipe's fields, for both sides of `benchmarks/test_course_epoch.py`.
 COURSE_BATCH, COURSE_LR, COURSE_MOMENTUM, COURSE_DEGREES, COURSE_TEST_BATCH = 128, 0.01, 0.9, 7.0, 1000
 

@@ -17,7 +17,7 @@ matmuls, other operators, and Python and waiting: the wall time no operator acco
 (spinning) and passive waiting, alone and beside one process spinning on a core; a markdown table of
 images/s and the slow-down (`--spin-counts`: also two threads with libgomp's spinning bounded by
 GOMP_SPINCOUNT). `ablation`: `speed` as declared and with one speed-up taken away at a time
-(channels_last, bf16 weights, bf16 autocast, the fused optimizer) or torch.compile added, with each
+(channels_last, bf16 weights, bf16 autocast, the fused optimizer, dropout) or torch.compile added, with each
 variant's set-up time. `phases`: one whole run of the recipe in this fresh process, timed phase by
 phase (imports, data, model, threads, optimizer, training, evaluation): a markdown table. `batchnorm`:
 each batch norm layer's forward and backward on bf16 input, contiguous against channels_last. `precision`:
@@ -78,11 +78,14 @@ GROUPS = [
 
 def make_step(name: str, recipe_name: str = "quick", threads: int | None = None, batch_size: int | None = None,
               data_dir: str | None = None, changes: dict | None = None, fused: bool = True,
-              compiled: bool = False, as_declared: bool = False) -> tuple[Callable[[], None], int, int, float]:
+              compiled: bool = False, as_declared: bool = False,
+              no_dropout: bool = False) -> tuple[Callable[[], None], int, int, float]:
     """(one training step on a random batch of real MNIST, batch size, threads, seconds of set-up and the
     first three steps); sets the thread count. `changes` replace recipe fields; `fused=False` takes the
-    optimizer's per-tensor loop; `compiled` runs the model through torch.compile. The recipe runs as the
-    trainer would run it on this CPU (`fit_recipe`: fp32 where bf16 is not native), or `as_declared`."""
+    optimizer's per-tensor loop; `compiled` runs the model through torch.compile; `no_dropout` sets every
+    dropout layer's p to 0 (torch then returns its input as it is: the step without dropout's cost). The
+    recipe runs as the trainer would run it on this CPU (`fit_recipe`: fp32 where bf16 is not native), or
+    `as_declared`."""
     recipe = dataclasses.replace(get_spec(name).recipes[recipe_name], **(changes or {}))
     recipe = recipe if as_declared else fit_recipe(recipe)[0]
     batch_size = batch_size or recipe.batch_size
@@ -90,6 +93,9 @@ def make_step(name: str, recipe_name: str = "quick", threads: int | None = None,
     started = time.perf_counter()
     torch.manual_seed(0)
     model = prepare_model(create_model(name), recipe).train()
+    for module in model.modules() if no_dropout else ():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
     threads = threads or choose_threads(model, recipe)
     torch.set_num_threads(threads)
     optimizer = make_optimizer(model, dataclasses.replace(
@@ -134,7 +140,7 @@ def profile(args) -> None:
 def speed(args) -> None:
     step, batch_size, threads, setup_s = make_step(args.name, args.recipe, args.threads, args.batch_size,
                                                    args.data_dir, args.set, not args.unfused, args.compile,
-                                                   args.as_declared)
+                                                   args.as_declared, args.no_dropout)
     steps, started = 0, time.perf_counter()
     while steps < 3 or time.perf_counter() - started < args.seconds:
         step()
@@ -152,6 +158,7 @@ VARIANTS = [
     ("fp32", ["--set", "precision='fp32'"]),
     ("unfused optimizer", ["--unfused"]),
     ("torch.compile", ["--compile"]),
+    ("no dropout (p = 0: dropout's own cost)", ["--no-dropout"]),
 ]
 
 
@@ -346,6 +353,7 @@ def main() -> None:
             p.add_argument("--steps", type=int, default=30, help="profiled steps")
             p.add_argument("--unfused", action="store_true", help="the optimizer's per-tensor loop")
             p.add_argument("--compile", action="store_true", help="torch.compile the model")
+            p.add_argument("--no-dropout", action="store_true", help="every dropout layer's p set to 0")
             p.add_argument("--as-declared", action="store_true",
                            help="the recipe's declared precision even where this CPU has no native bf16")
         if command == "contention":
