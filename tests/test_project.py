@@ -148,3 +148,18 @@ def test_require_table_refuses_a_folder_without_one(tmp_path_factory, monkeypatc
         assert code == 2 and out == "", (command, out)
         assert f"No pyproject.toml in {elsewhere} or any folder above it declares models in [tool.mnist-arch], and " \
                "--require-table was given." in err and "Traceback" not in err
+
+
+def test_paths_given_on_the_command_line_are_where_the_command_runs(repo, capsys, mnist_root):
+    """A model's worker runs in the project's folder; the files a user names (`train --save/--plots`, `bench
+    --weights`) are read and written where the command runs, here two folders below the table."""
+    here = repo / "deep" / "er"
+    code, out, err = run(capsys, "train", "micro", "--time-budget", "0.3", "--device", "cpu", "--data-dir", mnist_root,
+                         "--save", "micro.pt", "--plots", "plots")
+    assert code in (0, 1), err
+    assert (here / "micro.pt").is_file() and (here / "plots" / "curves.png").is_file()
+    assert not (repo / "micro.pt").exists() and not (repo / "plots").exists()
+    code, out, err = run(capsys, "bench", "micro", "--weights", "micro.pt", "--batch-sizes", "1", "--paths", "eager",
+                         "--min-time", "0.01", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["meta"]["weights"] == {"micro": str(here / "micro.pt")}
