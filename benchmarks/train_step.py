@@ -117,7 +117,7 @@ def profile(args) -> None:
     from torch.profiler import profile as profiler
 
     step, batch_size, threads, _ = make_step(args.name, args.recipe, args.threads, args.batch_size, args.data_dir,
-                                             args.set)
+                                             args.set, no_dropout=args.no_dropout)
     started = time.perf_counter()
     with profiler(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.steps):
@@ -170,6 +170,9 @@ def ablation(args) -> None:
         for label, extra in VARIANTS:
             if extra[:1] == ["--set"] and _change(extra[1]) in dataclasses.asdict(recipe).items():
                 continue  # that is the recipe as declared
+            if extra == ["--no-dropout"] and not any(isinstance(m, torch.nn.modules.dropout._DropoutNd)
+                                                     for m in create_model(name).modules()):
+                continue  # nothing to take away
             argv = [sys.executable, __file__, "speed", name, "--recipe", args.recipe, "--seconds", str(args.seconds),
                     "--as-declared", *extra] + (["--data-dir", args.data_dir] if args.data_dir else [])
             out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()[-1])

@@ -4,7 +4,6 @@ command's name (`args.command`) picks its function in `mnist_arch.cli`, which ru
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mnist_arch.errors import MnistArchError
 from mnist_arch.spec import FEATURES
@@ -18,12 +17,6 @@ def _int_list(text: str) -> tuple[int, ...]:
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
     return values
-
-
-def _from_here(text: str) -> str:
-    """A file or folder the user names, read or written where the command runs: made absolute here, because a
-    model's worker runs in the project's folder (where the table is), which may be above this one."""
-    return str(Path(text).expanduser().absolute())
 
 
 def _seeds(text: str) -> list[int]:
@@ -156,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_count, metavar="N", help="CPU threads (default: chosen per model and batch)")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="seconds one epoch (or the import and build) may take (default: train_timeout, 1800)")
-    p.add_argument("--plots", type=_from_here, metavar="DIR",
+    p.add_argument("--plots", metavar="DIR",
                    help="write curves, confusion matrix and predictions as PNG")
-    p.add_argument("--save", type=_from_here, metavar="PATH", help="write weights, spec and metrics (torch.save)")
+    p.add_argument("--save", metavar="PATH", help="write weights, spec and metrics (torch.save)")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="markdown: a table of the seeds' runs against the threshold (--tier rule: a table of "
                         "each run's epochs and which of them held the threshold)")
@@ -200,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="ROOT",
                    help="MNIST root for the accuracy batch (test images; random input without them; default: "
                         "$MNIST_ARCH_DATA, else data in [tool.mnist-arch])")
-    p.add_argument("--weights", type=_from_here, metavar="CHECKPOINT",
+    p.add_argument("--weights", metavar="CHECKPOINT",
                    help="trained weights from `mnist-arch train --save` for the model they belong to "
                         "(fast paths' top-1 agreement is then measured on a trained network)")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",

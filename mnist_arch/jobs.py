@@ -180,7 +180,7 @@ def bench_project(project: Project, models: Sequence[Declared], request: BenchRe
     # the default paths, whichever the device, compile
     if request.train or any("compile" in p.split("+") for p in request.paths or (*CPU_PATHS, *CUDA_PATHS)):
         expect_training()  # torch._dynamo in the fork server: set-up times the same with and without --train
-    # our own code, in the command's folder (a relative checkpoint path reads as typed), with no time limit
+    # our own code, in the command's folder, with no time limit (the request's paths are absolute: `work._here`)
     with Worker("the benchmark's set-up", None, threads=request.threads, on_note=say) as worker:
         weights = worker.call("bench_checkpoint", request)
         names = [m.name for m in models]

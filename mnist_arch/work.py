@@ -6,17 +6,32 @@ whole. Plain frozen dataclasses, pickled on the pipe: no torch, nothing of eithe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_arch.errors import MnistArchError
 from mnist_arch.paths import is_file_target
 from mnist_arch.roofline import Peaks
 from mnist_arch.spec import Recipe, Spec
 
 if TYPE_CHECKING:
     from mnist_arch.bench_results import SetUp
+
+
+def _here(request: Any, *fields: str) -> None:
+    """The request's file and folder fields made absolute where it is built (the command's folder): a model's worker
+    runs in the project's folder, which may be above it, so a relative path would be read or written there."""
+    for name in fields:
+        value = getattr(request, name)
+        if value is None:
+            continue
+        if not str(value).strip():
+            raise MnistArchError(f"An empty path was given for {name.replace('_', ' ')} (--{name.replace('_', '-')}): "
+                                 "name a file or folder. Nothing was run.")
+        object.__setattr__(request, name, str(Path(os.path.expanduser(value)).absolute()))
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,9 @@ class TrainRequest:
     estimate_at_once: int = 1  # of those runs, how many run side by side
     epoch_records: bool = False  # a `tune` trial: also send the worker's pid and each `runs.Epoch` (the pruner's)
 
+    def __post_init__(self) -> None:
+        _here(self, "data_dir", "plots", "save")
+
 
 #: The note a `tune` trial's worker sends just before its run fails in a way no recipe can fix (`remote.trial`): the
 #: study stops at that trial with its error, instead of running the next recipes into the same one.
@@ -120,6 +138,9 @@ class BenchRequest:
     peaks: Peaks | None = None  # the machine's peak, as the set-up measured it
     matmul_size: int | None = None  # the peak's square matmul (default: the device's, `bench_timing.measure_peaks`)
     copy_bytes: int | None = None  # the peak's tensor copy (default: the device's)
+
+    def __post_init__(self) -> None:
+        _here(self, "data_dir", "weights")
 
     def measured_with(self, setup: SetUp, model: Declared | None = None) -> BenchRequest:
         """This request as a model's worker runs it: on the device, paths, threads and peak the set-up found,

@@ -163,3 +163,23 @@ def test_paths_given_on_the_command_line_are_where_the_command_runs(repo, capsys
                          "--min-time", "0.01", "--format", "json")
     assert code == 0, err
     assert json.loads(out)["meta"]["weights"] == {"micro": str(here / "micro.pt")}
+
+
+@pytest.mark.parametrize("argv", [["train", "micro", "--save", ""], ["train", "micro", "--plots", " "],
+                                  ["bench", "micro", "--weights", ""]])
+def test_an_empty_path_is_refused_before_anything_runs(repo, capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert f"An empty path was given for {argv[2][2:]} ({argv[2]}): name a file or folder. Nothing was run." in err
+
+
+def test_a_requests_paths_are_made_absolute_where_it_is_built(repo, monkeypatch):
+    """Every face builds its requests in the parent: `~` and relative paths become absolute there."""
+    from mnist_arch.work import BenchRequest, TrainRequest
+
+    monkeypatch.setenv("HOME", str(repo))
+    here = repo / "deep" / "er"
+    train = TrainRequest(load_project().models[0], save="a.pt", plots="~/plots", data_dir="../data")
+    assert (train.save, train.plots, train.data_dir) == (str(here / "a.pt"), str(repo / "plots"), str(here / "../data"))
+    bench = BenchRequest(weights="w.pt", data_dir=str(repo))
+    assert (bench.weights, bench.data_dir) == (str(here / "w.pt"), str(repo))
