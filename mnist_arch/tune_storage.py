@@ -62,7 +62,8 @@ HEARTBEAT, GRACE = 30, 180
 def open_storage(optuna, url: str | None, root: Path) -> tuple[Any, Path | None, str]:
     """(storage, the journal's lock file or None, the storage in words) for `--storage URL` or the default."""
     if url is None or url.endswith(".journal") or url.startswith("journal:"):
-        path = default_storage(root) if url is None else Path(url.removeprefix("journal:")).resolve()
+        # "journal:~/x" is no word start for the shell: its ~ is expanded here
+        path = default_storage(root) if url is None else Path(url.removeprefix("journal:")).expanduser().resolve()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = optuna.storages.journal.JournalFileBackend(str(path))

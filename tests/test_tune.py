@@ -455,6 +455,15 @@ def test_a_storage_that_cannot_open_is_an_error_of_ours(tmp_path):
         tune_storage.open_storage(optuna, "postgresql://me:secret@127.0.0.1:1/x", tmp_path)
 
 
+def test_a_journal_under_the_home_folder(tmp_path, monkeypatch):
+    """`--storage journal:~/x.journal`: the shell leaves a ~ after "journal:" as it is, so the path is expanded here
+    (not a folder named ~ in the project)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    _, claim, words = tune_storage.open_storage(optuna, "journal:~/studies/x.journal", tmp_path / "project")
+    assert words == str(tmp_path / "home" / "studies" / "x.journal") and claim.parent == tmp_path / "home" / "studies"
+    assert not (tmp_path / "project").exists()
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used", "ignore::FutureWarning",
                             "ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_trial_on_relational_storage_beats_while_it_runs(tmp_path):
