@@ -149,8 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_count, metavar="N", help="CPU threads (default: chosen per model and batch)")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="seconds one epoch (or the import and build) may take (default: train_timeout, 1800)")
-    p.add_argument("--plots", metavar="DIR",
-                   help="write curves, confusion matrix and predictions as PNG")
+    p.add_argument("--plots", metavar="DIR", help="write curves, confusion matrix and predictions as PNG")
     p.add_argument("--save", metavar="PATH", help="write weights, spec and metrics (torch.save)")
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="markdown: a table of the seeds' runs against the threshold (--tier rule: a table of "
