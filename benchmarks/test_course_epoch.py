@@ -28,6 +28,7 @@ import time
 import pytest
 import torch
 import torch.nn as nn
+from cores_busy import cpu_line as machine_line  # benchmarks/cores_busy.py
 from course_pipeline import (  # benchmarks/course_pipeline.py
     COURSE_BATCH,
     COURSE_DEGREES,
@@ -51,12 +52,7 @@ RECIPE = Recipe(epochs=1, batch_size=COURSE_BATCH, optimizer="sgd", lr=COURSE_LR
 
 
 def cpu_line(threads: int) -> str:
-    try:
-        bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        bf16 = "n/a"
-    return (f"CPU {torch.backends.cpu.get_cpu_capability()}, oneDNN bf16 {bf16}, torch {torch.__version__}, "
-            f"{threads} thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
+    return f"{machine_line()}, {threads} thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}"
 
 
 def ours_epoch(root, seed: int, threads: int) -> dict:
